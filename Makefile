@@ -1,0 +1,30 @@
+# The two commands a newcomer needs are `make run` and `make test`; everything
+# else here serves them. The virtual environment lives in .venv and is rebuilt
+# whenever pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: test lint bench-layer clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: $(VENV)/.installed-test  ## lint, then the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench-layer: $(VENV)/.installed-test  ## channel-layer benchmark (prints numbers; see docs/benchmarks)
+	$(BIN)/python -m benchmarks.layer
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
