@@ -37,6 +37,9 @@ Rules shared by every validator:
   an error naming it, because it is nearly always a typo (``body`` for
   ``content``) that would otherwise be silently ignored.
 * ``bool`` is never accepted where an ``int`` is expected.
+* ``path`` is the decoded str path: empty, ``"*"`` or starting with ``/``.
+  Header names must be RFC 7230 tokens (lower-case in requests and connects,
+  any case in responses); no header name or value may hold CR, LF or NUL.
 
 Message-type names used in errors: the channel name for request-side messages,
 and ``http.response``, ``http.response.chunk`` and ``websocket.send`` for
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from asgi_spec.exceptions import InvalidChannelName, MessageFormatError
@@ -513,7 +517,7 @@ def validate_message(channel: str, message: object) -> dict[str, Any]:
     return validator(message) if validator else message  # type: ignore[return-value]
 
 
-DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     HTTP_REQUEST: {"scheme": "http", "root_path": "", "body": b"", "body_channel": None,
                    "client": None, "server": None},
     _HTTP_REQUEST_BODY_TYPE: {"closed": False, "more_content": False},
@@ -522,7 +526,7 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     WEBSOCKET_CONNECT: {"scheme": "ws", "root_path": "", "client": None, "server": None,
                         "subprotocols": []},
     WEBSOCKET_SEND: {"bytes": None, "text": None, "close": False, "subprotocol": None},
-}
+})
 """Values of absent optional keys, per message type (``accept`` has none:
 absent and ``False`` differ while handshaking)."""
 

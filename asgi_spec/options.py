@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from asgi_spec.exceptions import LayerConfigError
 
@@ -26,9 +26,9 @@ def parse_option(value: str) -> Any:
 
 def split_options(url: str) -> tuple[str, dict[str, Any]]:
     """``url`` without its query string, and the query parsed into options."""
-    parts = urlsplit(url)
-    options = {key: parse_option(value) for key, value in parse_qsl(parts.query)}
-    return parts._replace(query="").geturl(), options
+    bare, _, query = url.partition("?")
+    options = {key: parse_option(value) for key, value in parse_qsl(query)}
+    return bare, options
 
 
 def check_options(cls: type, options: dict[str, Any]) -> None:

@@ -1,0 +1,455 @@
+"""The embedded SQLite layer: many processes on one machine, no service to run.
+
+How this works: all processes open the same database file (WAL journal, so
+readers never block the writer). Messages are rows ``(id, queue, channel,
+expires_at, body)``; ``id`` is an autoincrement, so "oldest row of these
+queues" is FIFO per channel and fair across channels. Every operation is one
+short ``BEGIN IMMEDIATE`` transaction, which makes the capacity check and the
+insert atomic and gives each message to exactly one receiver. Each transaction
+first deletes expired rows (an index probe when there are none), counts them
+and evicts their channels from every group.
+
+Waking blocked receivers without polling: every receiver that blocks binds a
+Unix datagram socket in a wake directory beside the database. After a commit,
+a sender writes the queue name to each socket there; a receiver waiting on
+that queue wakes and pops. A receiver registers (binds) before it looks at the
+table, so a send that commits between its look and its wait still leaves a
+datagram behind: no lost wake-up. Sockets of dead processes refuse the
+datagram and are removed by the sender. Idle receivers sleep in ``select`` and
+re-check the table once per ``blocking_timeout`` at most.
+
+Async callers get the same operations on a single-thread executor, so the
+event loop never waits on a file lock, and wait for datagrams with
+``loop.add_reader``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import select
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from asgi_spec import names
+from asgi_spec.base import STATISTICS_KEYS, BaseChannelLayer
+from asgi_spec.exceptions import ChannelFull, LayerConfigError, LayerUnavailable
+from asgi_spec.options import check_options, split_options
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, id);
+CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at);
+CREATE TABLE IF NOT EXISTS memberships (
+    grp TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (grp, channel)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_by_channel ON memberships (channel);
+CREATE TABLE IF NOT EXISTS counters (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
+"""
+
+#: The ``counters.queue`` value holding the totals.
+_TOTAL = ""
+_MAX_SOCKET_PATH = 100
+
+
+def wake_directory(db_path: Path) -> Path:
+    """Where the wake sockets for ``db_path`` live (short enough for AF_UNIX)."""
+    beside = db_path.with_name(db_path.name + "-wake")
+    if len(str(beside)) + 32 <= _MAX_SOCKET_PATH:
+        return beside
+    digest = hashlib.sha1(str(db_path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"switchboard-wake-{digest}"
+
+
+class _Doorbell:
+    """One receiver's wake socket, bound in the wake directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / f"{os.getpid()}-{names.random_suffix(8)}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.bind(str(self.path))
+
+    def drain(self) -> set[str]:
+        """Queue names rung since the last drain."""
+        rung: set[str] = set()
+        while True:
+            try:
+                rung.add(self.sock.recv(512).decode("ascii", "replace"))
+            except BlockingIOError:
+                return rung
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class _Ringer:
+    """Sends wake datagrams to every doorbell in the wake directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self._listing: list[str] = []
+        self._mtime = -1
+        self._lock = threading.Lock()
+
+    def _targets(self) -> list[str]:
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except FileNotFoundError:
+            return []
+        if mtime != self._mtime:
+            self._listing = [entry.path for entry in os.scandir(self.directory)]
+            self._mtime = mtime
+        return self._listing
+
+    def ring(self, queues: set[str]) -> None:
+        with self._lock:
+            for queue in queues:
+                payload = queue.encode("ascii")
+                for target in self._targets():
+                    try:
+                        self.sock.sendto(payload, target)
+                    except BlockingIOError:
+                        pass  # its buffer is full of wake-ups already
+                    except OSError as exc:
+                        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                            with contextlib.suppress(OSError):
+                                os.unlink(target)  # a dead process's doorbell
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class SQLiteChannelLayer(BaseChannelLayer):
+    """A channel layer in one SQLite file, shared by the processes of one machine.
+
+    ``path`` is the database file; its directory is created when missing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = ".switchboard/layer.db",
+                 **options: Any) -> None:
+        super().__init__(**options)
+        self.path = Path(path).absolute()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LayerUnavailable(f"cannot create the directory of {self.path}: {exc}") from exc
+        self.wake_dir = wake_directory(self.path)
+        self.wake_dir.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._ringer = _Ringer(self.wake_dir)
+        self._executor: ThreadPoolExecutor | None = None
+        self._async_bells: dict[asyncio.AbstractEventLoop, _AsyncBell] = {}
+        try:
+            self._connection().executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise LayerUnavailable(f"cannot set up SQLite layer {self.path}: {exc}") from exc
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteChannelLayer:
+        """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (as SQLAlchemy)."""
+        bare, query = split_options(url)
+        path = bare.split("://", 1)[1]
+        if not path.startswith("/") or path == "/":
+            raise LayerConfigError(
+                f"SQLite layer URL {url!r} needs a file: sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        merged = {**query, **options}
+        check_options(cls, merged)
+        return cls(path[1:], **merged)
+
+    # -- connections and transactions --------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise LayerUnavailable(f"cannot open SQLite layer {self.path}: {exc}") from exc
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise LayerUnavailable(f"SQLite layer {self.path} is locked: {exc}") from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, queue: str, name: str, n: int = 1) -> None:
+        rows = [(_TOTAL, name, n)]
+        if not names.is_single_reader(queue):
+            rows.append((queue, name, n))
+        db.executemany(
+            "INSERT INTO counters (queue, name, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (queue, name) DO UPDATE SET value = value + excluded.value",
+            rows,
+        )
+
+    def _expire(self, db: sqlite3.Connection, now: float) -> None:
+        """Delete expired messages, count them, and evict their channels from groups."""
+        dead = db.execute(
+            "DELETE FROM messages WHERE expires_at <= ? RETURNING queue, channel", (now,)
+        ).fetchall()
+        for queue, channel in dead:
+            self._count(db, queue, "messages_expired_count")
+            db.execute("DELETE FROM memberships WHERE channel = ?", (channel,))
+
+    def _push(self, db: sqlite3.Connection, channel: str, queue: str, body: bytes,
+              now: float, capacity: int) -> bool:
+        (pending,) = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE queue = ?", (queue,)
+        ).fetchone()
+        if pending >= capacity:
+            return False
+        db.execute(
+            "INSERT INTO messages (queue, channel, sent_at, expires_at, body) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (queue, channel, now, now + self.expiry, body),
+        )
+        self._count(db, queue, "messages_count")
+        return True
+
+    def _pop(self, queues: list[str]) -> tuple[str, bytes] | None:
+        marks = ",".join("?" * len(queues))
+        with self._transaction() as db:
+            self._expire(db, self.clock())
+            row = db.execute(
+                f"DELETE FROM messages WHERE id = (SELECT id FROM messages "
+                f"WHERE queue IN ({marks}) ORDER BY id LIMIT 1) RETURNING channel, body",
+                queues,
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    # -- storage hooks -----------------------------------------------------
+
+    def _send(self, channel: str, queue: str, body: bytes, expires_at: float,
+              capacity: int) -> None:
+        now = expires_at - self.expiry
+        with self._transaction() as db:
+            self._expire(db, now)
+            if not self._push(db, channel, queue, body, now, capacity):
+                self._count(db, queue, "channel_full_count")
+                full = True
+            else:
+                full = False
+        if full:
+            raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
+        self._ringer.ring({queue})
+
+    def _doorbell(self) -> _Doorbell:
+        bell = getattr(self._local, "bell", None)
+        if bell is None:
+            bell = self._local.bell = _Doorbell(self.wake_dir)
+            with self._lock:
+                self._bells = [*getattr(self, "_bells", []), bell]
+        return bell
+
+    def _receive(self, queues: list[str], timeout: float) -> tuple[str, bytes] | None:
+        if timeout <= 0:
+            return self._pop(queues)
+        bell = self._doorbell()
+        wanted = set(queues)
+        deadline = time.monotonic() + timeout
+        bell.drain()
+        while True:
+            got = self._pop(queues)
+            remaining = deadline - time.monotonic()
+            if got is not None or remaining <= 0:
+                return got
+            # Sleep until a datagram names one of our queues, or time runs out.
+            while remaining > 0:
+                ready, _, _ = select.select([bell.sock], [], [], remaining)
+                if ready and bell.drain() & wanted:
+                    break
+                remaining = deadline - time.monotonic()
+
+    def _run(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-layer")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _send_async(self, channel: str, queue: str, body: bytes, expires_at: float,
+                          capacity: int) -> None:
+        await self._run(self._send, channel, queue, body, expires_at, capacity)
+
+    async def _receive_async(self, queues: list[str],
+                             timeout: float) -> tuple[str, bytes] | None:
+        loop = asyncio.get_running_loop()
+        bell = self._async_bells.get(loop)
+        if bell is None:
+            bell = self._async_bells[loop] = _AsyncBell(loop, self.wake_dir)
+        deadline = loop.time() + timeout
+        wanted = set(queues)
+        while True:
+            waiter = bell.waiter(wanted)
+            try:
+                got = await self._run(self._pop, queues)
+                remaining = deadline - loop.time()
+                if got is not None or remaining <= 0:
+                    return got
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), remaining)
+            finally:
+                bell.forget(waiter)
+
+    def _group_add(self, group: str, channel: str, now: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO memberships (grp, channel, added_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (grp, channel) DO UPDATE SET added_at = excluded.added_at",
+                (group, channel, now),
+            )
+
+    def _group_discard(self, group: str, channel: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM memberships WHERE grp = ? AND channel = ?", (group, channel))
+
+    def _live_members(self, db: sqlite3.Connection, group: str, now: float) -> list[str]:
+        self._expire(db, now)
+        db.execute(
+            "DELETE FROM memberships WHERE grp = ? AND added_at <= ?",
+            (group, now - self.group_expiry),
+        )
+        rows = db.execute(
+            "SELECT channel FROM memberships WHERE grp = ? ORDER BY added_at", (group,)
+        ).fetchall()
+        return [channel for (channel,) in rows]
+
+    def _group_channels(self, group: str, now: float) -> list[str]:
+        with self._transaction() as db:
+            return self._live_members(db, group, now)
+
+    def _send_group(self, group: str, body: bytes, now: float) -> int:
+        touched: set[str] = set()
+        delivered = 0
+        with self._transaction() as db:
+            for channel in self._live_members(db, group, now):
+                queue = names.non_local_name(channel)
+                if self._push(db, channel, queue, body, now, self.get_capacity(queue)):
+                    delivered += 1
+                    touched.add(queue)
+                else:
+                    self._count(db, queue, "group_send_dropped_count")
+        if touched:
+            self._ringer.ring(touched)
+        return delivered
+
+    def _flush(self) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM messages")
+            db.execute("DELETE FROM memberships")
+            db.execute("DELETE FROM counters")
+
+    def _statistics(self, queue: str | None) -> dict[str, Any]:
+        now = self.clock()
+        with self._transaction() as db:
+            self._expire(db, now)
+            where, args = ("", ()) if queue is None else (" WHERE queue = ?", (queue,))
+            pending, oldest = db.execute(
+                f"SELECT COUNT(*), MIN(sent_at) FROM messages{where}", args
+            ).fetchone()
+            counts = dict(db.execute(
+                "SELECT name, value FROM counters WHERE queue = ?",
+                (_TOTAL if queue is None else queue,),
+            ).fetchall())
+        stats: dict[str, Any] = {key: counts.get(key, 0) for key in STATISTICS_KEYS}
+        stats["messages_pending"] = pending
+        stats["messages_max_age"] = 0.0 if oldest is None else now - oldest
+        return stats
+
+    def close(self) -> None:
+        for bell in getattr(self, "_bells", []):
+            bell.close()
+        for async_bell in self._async_bells.values():
+            async_bell.close()
+        self._async_bells.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._ringer.close()
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+class _AsyncBell:
+    """A doorbell watched by an event loop; wakes the loop's waiting receives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, directory: Path) -> None:
+        self.loop = loop
+        self.bell = _Doorbell(directory)
+        self.waiters: dict[asyncio.Future[None], set[str]] = {}
+        loop.add_reader(self.bell.sock.fileno(), self._rung)
+
+    def waiter(self, queues: set[str]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.waiters[future] = queues
+        return future
+
+    def forget(self, future: asyncio.Future[None]) -> None:
+        self.waiters.pop(future, None)
+
+    def _rung(self) -> None:
+        rung = self.bell.drain()
+        for future, queues in self.waiters.items():
+            if not future.done() and rung & queues:
+                future.set_result(None)
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.bell.sock.fileno())
+        self.bell.close()
