@@ -72,7 +72,8 @@ class BaseChannelLayer:
 
     #: The extensions every backend provides. ``async`` is Switchboard's
     #: asyncio face: ``receive_async`` and ``send_async`` coroutines.
-    extensions: ClassVar[list[str]] = ["groups", "flush", "statistics", "async"]
+    #: ``registry`` holds heartbeats of live processes (workers, servers).
+    extensions: ClassVar[list[str]] = ["groups", "flush", "statistics", "async", "registry"]
 
     ChannelFull = ChannelFull
     MessageTooLarge = MessageTooLarge
@@ -194,6 +195,34 @@ class BaseChannelLayer:
         stats["capacity"] = self.get_capacity(queue)
         return stats
 
+    # -- extension: registry -----------------------------------------------
+
+    def register_process(self, kind: str, name: str, info: dict[str, Any],
+                         ttl: float) -> None:
+        """Announce (or renew) process ``name`` of ``kind`` for the next ``ttl`` s.
+
+        Workers call this as a heartbeat with ``info`` such as the channels
+        they consume; the interface server asks ``live_processes("worker")``
+        whether anyone consumes ``http.request`` before making a client wait.
+        """
+        names.validate_group_name(kind)
+        names.validate_group_name(name)
+        body = codec.encode(info, self.max_message_size)
+        _positive("ttl", ttl)
+        self._register(kind, name, body, self.clock() + ttl)
+
+    def unregister_process(self, kind: str, name: str) -> None:
+        """Remove ``name`` from the registry (a clean shutdown); unknown names are fine."""
+        names.validate_group_name(kind)
+        names.validate_group_name(name)
+        self._unregister(kind, name)
+
+    def live_processes(self, kind: str) -> dict[str, dict[str, Any]]:
+        """``{name: info}`` of every process of ``kind`` whose heartbeat is current."""
+        names.validate_group_name(kind)
+        return {name: codec.decode(body)
+                for name, body in self._live_processes(kind, self.clock()).items()}
+
     # -- extension: async --------------------------------------------------
 
     async def send_async(self, channel: str, message: dict[str, Any]) -> None:
@@ -287,6 +316,15 @@ class BaseChannelLayer:
         raise NotImplementedError
 
     def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _register(self, kind: str, name: str, body: bytes, expires_at: float) -> None:
+        raise NotImplementedError
+
+    def _unregister(self, kind: str, name: str) -> None:
+        raise NotImplementedError
+
+    def _live_processes(self, kind: str, now: float) -> dict[str, bytes]:
         raise NotImplementedError
 
     def _statistics(self, queue: str | None) -> dict[str, Any]:

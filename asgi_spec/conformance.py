@@ -85,8 +85,8 @@ class ChannelLayerConformance:
     # -- the basic API -----------------------------------------------------
 
     def test_extensions_are_declared(self, layer):
-        """The layer lists the groups, flush, statistics and async extensions."""
-        assert {"groups", "flush", "statistics", "async"} <= set(layer.extensions)
+        """The layer lists the groups, flush, statistics, async and registry extensions."""
+        assert {"groups", "flush", "statistics", "async", "registry"} <= set(layer.extensions)
 
     def test_exceptions_are_layer_attributes(self, layer):
         """``layer.ChannelFull`` and ``layer.MessageTooLarge`` are the contract's classes."""
@@ -558,6 +558,49 @@ class ChannelLayerConformance:
         layer.send("srv!b", {"x": 1})
         assert layer.channel_statistics("srv!a")["messages_pending"] == 2
         assert layer.channel_statistics("srv!")["messages_pending"] == 2
+
+    # -- registry ----------------------------------------------------------
+
+    def test_registered_process_is_live(self, layer):
+        """A registered process is listed with its info until its ttl runs out."""
+        info = {"channels": ["http.request", "websocket.*"], "pid": 42, "busy": False}
+        layer.register_process("worker", "w1", info, ttl=10)
+        layer.register_process("server", "s1", {"pid": 7}, ttl=10)
+        assert layer.live_processes("worker") == {"w1": info}
+        assert layer.live_processes("server") == {"s1": {"pid": 7}}
+        assert layer.live_processes("nobody") == {}
+
+    def test_registration_expires_without_heartbeat(self, layer, clock):
+        """A process that stops renewing its registration drops out after ``ttl``."""
+        layer.register_process("worker", "w1", {}, ttl=10)
+        layer.register_process("worker", "w2", {}, ttl=10)
+        clock.advance(6)
+        layer.register_process("worker", "w2", {"beat": 2}, ttl=10)
+        clock.advance(6)
+        assert layer.live_processes("worker") == {"w2": {"beat": 2}}
+
+    def test_unregister_process(self, layer):
+        """An unregistered process is gone at once; unregistering twice is fine."""
+        layer.register_process("worker", "w1", {}, ttl=10)
+        layer.unregister_process("worker", "w1")
+        layer.unregister_process("worker", "w1")
+        assert layer.live_processes("worker") == {}
+
+    def test_registry_is_shared_between_instances(self, make_layer):
+        """A heartbeat written through one instance is seen through another."""
+        first = make_layer()
+        second = self._second_layer(make_layer)
+        first.register_process("worker", "w1", {"host": "a"}, ttl=10)
+        assert second.live_processes("worker") == {"w1": {"host": "a"}}
+
+    def test_registry_validates_its_input(self, layer):
+        """Bad names, bad info and a non-positive ttl are refused with clear errors."""
+        with pytest.raises(InvalidChannelName):
+            layer.register_process("worker", "has space", {}, ttl=10)
+        with pytest.raises(InvalidMessage):
+            layer.register_process("worker", "w1", {"x": object()}, ttl=10)
+        with pytest.raises(ValueError, match="ttl"):
+            layer.register_process("worker", "w1", {}, ttl=0)
 
     # -- blocking receive --------------------------------------------------
 

@@ -63,6 +63,7 @@ class MemoryChannelLayer(BaseChannelLayer):
         self._counts: dict[str, Counter[str]] = {}
         self._totals: Counter[str] = Counter()
         self._waiters: list[_Waiter] = []
+        self._registry: dict[str, dict[str, tuple[float, bytes]]] = {}
 
     # -- internals (call with self._cond held) -----------------------------
 
@@ -224,6 +225,22 @@ class MemoryChannelLayer(BaseChannelLayer):
             self._member_of.clear()
             self._counts.clear()
             self._totals.clear()
+            self._registry.clear()
+
+    def _register(self, kind: str, name: str, body: bytes, expires_at: float) -> None:
+        with self._cond:
+            self._registry.setdefault(kind, {})[name] = (expires_at, body)
+
+    def _unregister(self, kind: str, name: str) -> None:
+        with self._cond:
+            self._registry.get(kind, {}).pop(name, None)
+
+    def _live_processes(self, kind: str, now: float) -> dict[str, bytes]:
+        with self._cond:
+            entries = self._registry.get(kind, {})
+            for name in [n for n, (expires_at, _) in entries.items() if expires_at <= now]:
+                del entries[name]
+            return {name: body for name, (_, body) in entries.items()}
 
     def _statistics(self, queue: str | None) -> dict[str, Any]:
         with self._cond:

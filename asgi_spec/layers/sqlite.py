@@ -67,6 +67,13 @@ CREATE TABLE IF NOT EXISTS memberships (
     PRIMARY KEY (grp, channel)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memberships_by_channel ON memberships (channel);
+CREATE TABLE IF NOT EXISTS processes (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    info BLOB NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     queue TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -391,6 +398,28 @@ class SQLiteChannelLayer(BaseChannelLayer):
             db.execute("DELETE FROM messages")
             db.execute("DELETE FROM memberships")
             db.execute("DELETE FROM counters")
+            db.execute("DELETE FROM processes")
+
+    def _register(self, kind: str, name: str, body: bytes, expires_at: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO processes (kind, name, expires_at, info) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kind, name) DO UPDATE SET "
+                "expires_at = excluded.expires_at, info = excluded.info",
+                (kind, name, expires_at, body),
+            )
+
+    def _unregister(self, kind: str, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM processes WHERE kind = ? AND name = ?", (kind, name))
+
+    def _live_processes(self, kind: str, now: float) -> dict[str, bytes]:
+        with self._transaction() as db:
+            db.execute("DELETE FROM processes WHERE kind = ? AND expires_at <= ?", (kind, now))
+            rows = db.execute(
+                "SELECT name, info FROM processes WHERE kind = ?", (kind,)
+            ).fetchall()
+        return dict(rows)
 
     def _statistics(self, queue: str | None) -> dict[str, Any]:
         now = self.clock()
