@@ -24,7 +24,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 
 bench-layer: $(VENV)/.installed-test  ## channel-layer benchmark (prints numbers; see docs/benchmarks)
-	$(BIN)/python -m benchmarks.layer
+	$(BIN)/python -m tests.bench.layer
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
