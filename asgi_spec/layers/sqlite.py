@@ -18,9 +18,10 @@ datagram behind: no lost wake-up. Sockets of dead processes refuse the
 datagram and are removed by the sender. Idle receivers sleep in ``select`` and
 re-check the table once per ``blocking_timeout`` at most.
 
-Async callers get the same operations on a single-thread executor, so the
-event loop never waits on a file lock, and wait for datagrams with
-``loop.add_reader``.
+Async callers run each short transaction inline on a connection that never
+waits for a lock; if another process holds it, the operation moves to a
+helper thread, so the event loop never waits on a file lock. They wait for
+datagrams with ``loop.add_reader``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def wake_directory(db_path: Path) -> Path:
         return beside
     digest = hashlib.sha1(str(db_path).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"switchboard-wake-{digest}"
+
+
+class _Busy(Exception):
+    """Another process holds the write lock and this caller will not wait."""
 
 
 class _Doorbell:
@@ -202,27 +207,32 @@ class SQLiteChannelLayer(BaseChannelLayer):
 
     # -- connections and transactions --------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
+    def _connection(self, nowait: bool = False) -> sqlite3.Connection:
+        """This thread's connection; the ``nowait`` one fails at once on a lock."""
+        attr = "nowait_db" if nowait else "db"
+        db = getattr(self._local, attr, None)
         if db is None:
             try:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                     check_same_thread=False)
+                db = sqlite3.connect(self.path, timeout=0 if nowait else 30,
+                                     isolation_level=None, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
                 raise LayerUnavailable(f"cannot open SQLite layer {self.path}: {exc}") from exc
-            self._local.db = db
+            setattr(self._local, attr, db)
             with self._lock:
                 self._connections.append(db)
         return db
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
+        nowait = getattr(self._local, "nowait", False)
+        db = self._connection(nowait)
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if nowait:
+                raise _Busy from exc
             raise LayerUnavailable(f"SQLite layer {self.path} is locked: {exc}") from exc
         try:
             yield db
@@ -320,12 +330,25 @@ class SQLiteChannelLayer(BaseChannelLayer):
                     break
                 remaining = deadline - time.monotonic()
 
-    def _run(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` for the event loop: inline unless the file is locked.
+
+        Each operation is a short transaction, so it runs on the loop thread
+        with a connection that never waits for a lock; when another process
+        holds the lock, it is retried on a helper thread that may wait.
+        """
+        self._local.nowait = True
+        try:
+            return fn(*args)
+        except _Busy:
+            pass
+        finally:
+            self._local.nowait = False
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-layer")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _send_async(self, channel: str, queue: str, body: bytes, expires_at: float,
                           capacity: int) -> None:

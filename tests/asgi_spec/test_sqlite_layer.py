@@ -144,3 +144,33 @@ def test_bad_urls_are_clear_errors(url):
     """A URL without a file, or with an unknown option, raises ``LayerConfigError``."""
     with pytest.raises(LayerConfigError):
         layer_from_url(url)
+
+
+def test_async_send_waits_for_a_lock_off_the_event_loop(tmp_path):
+    """While another process holds the write lock, ``send_async`` waits without
+    blocking the event loop, and completes once the lock is released."""
+    import asyncio
+    import sqlite3
+
+    layer = SQLiteChannelLayer(tmp_path / "layer.db")
+    locker = sqlite3.connect(tmp_path / "layer.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    ticks = []
+
+    async def scenario():
+        async def tick():
+            for n in range(10):
+                ticks.append(n)
+                await asyncio.sleep(0.02)
+
+        sending = asyncio.ensure_future(layer.send_async("locked", {"x": 1}))
+        await tick()
+        assert not sending.done()
+        locker.execute("COMMIT")
+        await asyncio.wait_for(sending, 5)
+        return await layer.receive_async(["locked"], timeout=1)
+
+    assert asyncio.run(scenario()) == ("locked", {"x": 1})
+    assert ticks == list(range(10))
+    locker.close()
+    layer.close()
