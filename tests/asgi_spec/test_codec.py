@@ -1,0 +1,66 @@
+"""Message values and their msgpack encoding."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asgi_spec.codec import check_message, decode, encode
+from asgi_spec.exceptions import InvalidMessage, MessageTooLarge
+
+scalars = (
+    st.binary(max_size=20)
+    | st.text(max_size=20)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20,
+)
+messages = st.dictionaries(st.text(max_size=10), values, max_size=6)
+
+
+@given(messages)
+def test_round_trip_preserves_values_and_types(message):
+    """Every valid message decodes to an equal message with the same types."""
+    decoded = decode(encode(message))
+    assert decoded == message
+
+    def types(value):
+        if isinstance(value, dict):
+            return {k: types(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [types(v) for v in value]
+        return type(value)
+
+    assert types(decoded) == types(message)
+
+
+@pytest.mark.parametrize(
+    ("message", "where"),
+    [
+        ({"a": {"b": [1, {2: "x"}]}}, "message['a']['b'][1]"),
+        ({"s": {1}}, "message['s']"),
+        ({"i": -(2**63) - 1}, "message['i']"),
+        ({"d": bytearray(b"x")}, "message['d']"),
+    ],
+)
+def test_check_names_the_path(message, where):
+    """The error for a bad value gives its path inside the message."""
+    with pytest.raises(InvalidMessage) as caught:
+        check_message(message)
+    assert where in str(caught.value)
+
+
+def test_size_limit_is_on_the_encoding():
+    """``MessageTooLarge`` compares the encoded size against the limit and says both."""
+    data = encode({"b": b"x" * 90}, max_size=100)
+    assert len(data) <= 100
+    with pytest.raises(MessageTooLarge, match="100"):
+        encode({"b": b"x" * 100}, max_size=100)
