@@ -13,9 +13,9 @@ Every backend runs this whole suite, and third-party backends can too::
 so the suite moves time with ``clock.advance()`` instead of sleeping. Only the
 blocking-receive tests wait on real time, for fractions of a second.
 
-Set ``shared_storage = False`` when two layers made by ``create_layer`` do not
-see each other's messages (an in-memory layer); the cross-instance tests are
-then skipped with that reason. Each test's docstring is the claim it checks.
+Backends whose instances share storage (so several processes can use them)
+subclass ``SharedLayerConformance`` instead, which adds the cross-instance
+claims. Each test's docstring is the claim it checks.
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ SHORT_WAIT = 0.3
 
 class ChannelLayerConformance:
     """Subclass as ``Test<Backend>`` and implement ``create_layer``."""
-
-    #: Whether two layers from ``create_layer`` share their messages.
-    shared_storage = True
 
     def create_layer(self, **options: Any) -> BaseChannelLayer:
         raise NotImplementedError("conformance subclasses implement create_layer(**options)")
@@ -76,11 +73,6 @@ class ChannelLayerConformance:
     @pytest.fixture
     def layer(self, make_layer) -> BaseChannelLayer:
         return make_layer()
-
-    def _second_layer(self, make_layer, **options: Any) -> BaseChannelLayer:
-        if not self.shared_storage:
-            pytest.skip("this backend's layers do not share storage across instances")
-        return make_layer(**options)
 
     # -- the basic API -----------------------------------------------------
 
@@ -586,13 +578,6 @@ class ChannelLayerConformance:
         layer.unregister_process("worker", "w1")
         assert layer.live_processes("worker") == {}
 
-    def test_registry_is_shared_between_instances(self, make_layer):
-        """A heartbeat written through one instance is seen through another."""
-        first = make_layer()
-        second = self._second_layer(make_layer)
-        first.register_process("worker", "w1", {"host": "a"}, ttl=10)
-        assert second.live_processes("worker") == {"w1": {"host": "a"}}
-
     def test_registry_validates_its_input(self, layer):
         """Bad names, bad info and a non-positive ttl are refused with clear errors."""
         with pytest.raises(InvalidChannelName):
@@ -625,20 +610,6 @@ class ChannelLayerConformance:
         assert result == [("sb.wake", {"x": 1})]
         assert time.monotonic() - started < 2
 
-    def test_blocking_receive_wakes_on_send_from_another_layer(self, make_layer):
-        """A send through a second layer instance wakes a receiver blocked in the first."""
-        first = make_layer()
-        second = self._second_layer(make_layer)
-        result: list[Any] = []
-        reader = threading.Thread(
-            target=lambda: result.append(first.receive(["srv!"], block=True, timeout=10))
-        )
-        reader.start()
-        time.sleep(0.05)
-        second.send("srv!x", {"x": 1})
-        reader.join(10)
-        assert result == [("srv!x", {"x": 1})]
-
     def test_blocking_receive_returns_waiting_message_at_once(self, layer):
         """A blocking receive with a message already queued does not wait."""
         layer.send("sb.ready", {"x": 1})
@@ -646,25 +617,15 @@ class ChannelLayerConformance:
         assert layer.receive(["sb.ready"], block=True, timeout=5) == ("sb.ready", {"x": 1})
         assert time.monotonic() - started < 1
 
-    # -- several layers on one storage -------------------------------------
-
-    def test_messages_cross_layer_instances(self, make_layer):
-        """A message sent through one layer instance is received through another."""
-        first = make_layer()
-        second = self._second_layer(make_layer)
-        first.send("sb.cross", {"x": 1})
-        first.group_add("room", "sb.cross-member")
-        second.send_group("room", {"y": 2})
-        assert second.receive(["sb.cross"]) == ("sb.cross", {"x": 1})
-        assert second.receive(["sb.cross-member"]) == ("sb.cross-member", {"y": 2})
-
     def test_at_most_once_under_concurrent_receivers(self, make_layer):
-        """Concurrent receivers on several instances get each message exactly once."""
-        first = make_layer(capacity=1000)
-        layers = [first, self._second_layer(make_layer, capacity=1000)]
-        total = 200
+        """Concurrent receiving threads get each message exactly once."""
+        layer = make_layer(capacity=1000)
+        self._race([layer] * 4, total=200)
+
+    @staticmethod
+    def _race(layers: list[BaseChannelLayer], total: int) -> None:
         for n in range(total):
-            first.send("sb.race", {"n": n})
+            layers[0].send("sb.race", {"n": n})
         got: list[int] = []
         lock = threading.Lock()
 
@@ -676,7 +637,7 @@ class ChannelLayerConformance:
                 with lock:
                     got.append(message["n"])
 
-        threads = [threading.Thread(target=drain, args=(lay,)) for lay in layers * 2]
+        threads = [threading.Thread(target=drain, args=(lay,)) for lay in layers]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -745,3 +706,47 @@ class ChannelLayerConformance:
 
         with pytest.raises(ChannelFull):
             asyncio.run(scenario())
+
+
+class SharedLayerConformance(ChannelLayerConformance):
+    """The suite for layers whose instances share storage (several processes).
+
+    Adds the cross-instance claims: what one instance sends, registers or
+    groups is seen by another made by ``create_layer``.
+    """
+
+    def test_registry_is_shared_between_instances(self, make_layer):
+        """A heartbeat written through one instance is seen through another."""
+        first = make_layer()
+        second = make_layer()
+        first.register_process("worker", "w1", {"host": "a"}, ttl=10)
+        assert second.live_processes("worker") == {"w1": {"host": "a"}}
+
+    def test_blocking_receive_wakes_on_send_from_another_layer(self, make_layer):
+        """A send through a second layer instance wakes a receiver blocked in the first."""
+        first = make_layer()
+        second = make_layer()
+        result: list[Any] = []
+        reader = threading.Thread(
+            target=lambda: result.append(first.receive(["srv!"], block=True, timeout=10))
+        )
+        reader.start()
+        time.sleep(0.05)
+        second.send("srv!x", {"x": 1})
+        reader.join(10)
+        assert result == [("srv!x", {"x": 1})]
+
+    def test_messages_cross_layer_instances(self, make_layer):
+        """A message sent through one layer instance is received through another."""
+        first = make_layer()
+        second = make_layer()
+        first.send("sb.cross", {"x": 1})
+        first.group_add("room", "sb.cross-member")
+        second.send_group("room", {"y": 2})
+        assert second.receive(["sb.cross"]) == ("sb.cross", {"x": 1})
+        assert second.receive(["sb.cross-member"]) == ("sb.cross-member", {"y": 2})
+
+    def test_at_most_once_across_instances(self, make_layer):
+        """Receivers on two instances, two threads each, get each message exactly once."""
+        first, second = make_layer(capacity=1000), make_layer(capacity=1000)
+        self._race([first, second, first, second], total=200)

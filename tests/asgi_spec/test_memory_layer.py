@@ -5,7 +5,5 @@ from asgi_spec.layers.memory import MemoryChannelLayer
 
 
 class TestMemoryLayer(ChannelLayerConformance):
-    shared_storage = False
-
     def create_layer(self, **options):
         return MemoryChannelLayer(**options)

@@ -12,11 +12,11 @@ import time
 import pytest
 
 from asgi_spec import LayerConfigError, layer_from_url
-from asgi_spec.conformance import ChannelLayerConformance
+from asgi_spec.conformance import SharedLayerConformance
 from asgi_spec.layers.sqlite import SQLiteChannelLayer, wake_directory
 
 
-class TestSQLiteLayer(ChannelLayerConformance):
+class TestSQLiteLayer(SharedLayerConformance):
     @pytest.fixture(autouse=True)
     def _database(self, tmp_path):
         self.db_path = tmp_path / "layer.db"
