@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test lint bench-layer clean
+.PHONY: test lint bench-layer docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ lint: $(VENV)/.installed-test
 
 bench-layer: $(VENV)/.installed-test  ## channel-layer benchmark (prints numbers; see docs/benchmarks)
 	$(BIN)/python -m tests.bench.layer
+
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.installed-docs  ## build the Sphinx site into docs/_build/html (warnings fail)
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
