@@ -31,8 +31,9 @@ from asgi_spec.options import check_options, split_options
 Clock = Callable[[], float]
 Received = tuple[str, dict[str, Any]] | tuple[None, None]
 
-#: Keys of ``channel_statistics`` (and, but for ``capacity`` and
-#: ``messages_max_age``, of ``global_statistics``).
+#: Keys of ``global_statistics`` and ``channel_statistics`` (which adds
+#: ``capacity``). Per-channel counters are kept for normal and process-specific
+#: channels; single-reader (``?``) channels count toward the totals only.
 STATISTICS_KEYS = (
     "messages_count",
     "messages_pending",
@@ -100,7 +101,7 @@ class BaseChannelLayer:
     # -- the core API ------------------------------------------------------
 
     def send(self, channel: str, message: dict[str, Any]) -> None:
-        """Queue ``message`` on ``channel``; never blocks.
+        """Queue ``message`` on ``channel``; never waits for a receiver.
 
         Raises ``InvalidChannelName``, ``InvalidMessage``, ``MessageTooLarge``
         or ``ChannelFull``; in each case nothing was queued.
@@ -174,7 +175,7 @@ class BaseChannelLayer:
     # -- extension: flush --------------------------------------------------
 
     def flush(self) -> None:
-        """Drop every message, group and counter of this layer."""
+        """Drop every message, group, counter and process registration of this layer."""
         self._flush()
 
     # -- extension: statistics ---------------------------------------------
@@ -207,8 +208,9 @@ class BaseChannelLayer:
         """
         names.validate_group_name(kind)
         names.validate_group_name(name)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+            raise ValueError(f"register_process ttl must be a positive number, got {ttl!r}")
         body = codec.encode(info, self.max_message_size)
-        _positive("ttl", ttl)
         self._register(kind, name, body, self.clock() + ttl)
 
     def unregister_process(self, kind: str, name: str) -> None:
@@ -240,9 +242,9 @@ class BaseChannelLayer:
         """Wait up to ``timeout`` s (default ``blocking_timeout``) for a message.
 
         The event loop keeps running while it waits. Returns ``(None, None)``
-        on timeout. Cancelling the wait loses no message that was not returned
-        -- except with Redis, where a pop already executed by the server when
-        the cancel lands is dropped (at-most-once).
+        on timeout. Cancelling the wait loses no message: one that was being
+        popped when the cancel landed is kept by the layer and returned by
+        the next receive on its channel.
         """
         queues = self._receive_queues(channels)
         wait = self.blocking_timeout if timeout is None else max(timeout, 0)

@@ -78,8 +78,8 @@ def load_layer(spec: str, **options: Any) -> BaseChannelLayer:
         raise LayerConfigError(
             f"options {sorted(options)} cannot apply to the layer object {spec!r}"
         )
-    if callable(layer) and not isinstance(layer, BaseChannelLayer) and not hasattr(layer, "send"):
-        layer = layer()
+    if isinstance(layer, type) or (callable(layer) and not hasattr(layer, "send")):
+        layer = layer()  # a layer class or a factory function
     if not (hasattr(layer, "send") and hasattr(layer, "receive")):
         raise LayerConfigError(f"{spec!r} is not a channel layer (it has no send/receive)")
     return layer

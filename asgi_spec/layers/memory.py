@@ -68,7 +68,8 @@ class MemoryChannelLayer(BaseChannelLayer):
     # -- internals (call with self._cond held) -----------------------------
 
     def _count(self, queue: str, key: str, n: int = 1) -> None:
-        self._counts.setdefault(queue, Counter())[key] += n
+        if not names.is_single_reader(queue):
+            self._counts.setdefault(queue, Counter())[key] += n
         self._totals[key] += n
 
     def _expire(self, queue: str, now: float) -> None:
@@ -78,12 +79,7 @@ class MemoryChannelLayer(BaseChannelLayer):
             self._count(queue, "messages_expired_count")
             self._evict(dead.channel)
         if entries is not None and not entries:
-            self._drop_queue(queue)
-
-    def _drop_queue(self, queue: str) -> None:
-        del self._queues[queue]
-        if names.is_single_reader(queue):
-            self._counts.pop(queue, None)
+            del self._queues[queue]
 
     def _evict(self, channel: str) -> None:
         for group in list(self._member_of.get(channel, ())):
@@ -121,7 +117,7 @@ class MemoryChannelLayer(BaseChannelLayer):
             return None
         entry = best.popleft()
         if not best:
-            self._drop_queue(best_queue)
+            del self._queues[best_queue]
         return entry.channel, entry.body
 
     # -- storage hooks -----------------------------------------------------

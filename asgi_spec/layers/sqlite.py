@@ -186,6 +186,8 @@ class SQLiteChannelLayer(BaseChannelLayer):
         self._ringer = _Ringer(self.wake_dir)
         self._executor: ThreadPoolExecutor | None = None
         self._async_bells: dict[asyncio.AbstractEventLoop, _AsyncBell] = {}
+        self._kept: list[tuple[str, bytes]] = []  # popped for a cancelled receive_async
+        self._bells: list[_Doorbell] = []
         try:
             self._connection().executescript(_SCHEMA)
         except sqlite3.Error as exc:
@@ -202,6 +204,10 @@ class SQLiteChannelLayer(BaseChannelLayer):
                 "or sqlite:////absolute/path.db"
             )
         merged = {**query, **options}
+        if "path" in merged:
+            raise LayerConfigError(
+                f"the SQLite file comes from the URL path, not an option: {url!r}"
+            )
         check_options(cls, merged)
         return cls(path[1:], **merged)
 
@@ -277,6 +283,12 @@ class SQLiteChannelLayer(BaseChannelLayer):
         return True
 
     def _pop(self, queues: list[str]) -> tuple[str, bytes] | None:
+        if self._kept:
+            with self._lock:
+                for index, (channel, body) in enumerate(self._kept):
+                    if names.non_local_name(channel) in queues:
+                        del self._kept[index]
+                        return channel, body
         marks = ",".join("?" * len(queues))
         with self._transaction() as db:
             self._expire(db, self.clock())
@@ -308,7 +320,7 @@ class SQLiteChannelLayer(BaseChannelLayer):
         if bell is None:
             bell = self._local.bell = _Doorbell(self.wake_dir)
             with self._lock:
-                self._bells = [*getattr(self, "_bells", []), bell]
+                self._bells.append(bell)
         return bell
 
     def _receive(self, queues: list[str], timeout: float) -> tuple[str, bytes] | None:
@@ -348,7 +360,19 @@ class SQLiteChannelLayer(BaseChannelLayer):
             with self._lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-layer")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if fn == self._pop:
+                future.add_done_callback(self._keep_popped)
+            raise
+
+    def _keep_popped(self, future: asyncio.Future[Any]) -> None:
+        """A pop finished after its receive_async was cancelled: keep the message."""
+        if not future.cancelled() and future.exception() is None and future.result():
+            with self._lock:
+                self._kept.append(future.result())
 
     async def _send_async(self, channel: str, queue: str, body: bytes, expires_at: float,
                           capacity: int) -> None:
@@ -461,8 +485,16 @@ class SQLiteChannelLayer(BaseChannelLayer):
         stats["messages_max_age"] = 0.0 if oldest is None else now - oldest
         return stats
 
+    def check(self) -> None:
+        """Raise ``LayerUnavailable`` unless the database file can be written."""
+        try:
+            with self._transaction() as db:
+                db.execute("SELECT COUNT(*) FROM processes").fetchone()
+        except sqlite3.Error as exc:
+            raise LayerUnavailable(f"SQLite layer {self.path} is not usable: {exc}") from exc
+
     def close(self) -> None:
-        for bell in getattr(self, "_bells", []):
+        for bell in self._bells:
             bell.close()
         for async_bell in self._async_bells.values():
             async_bell.close()

@@ -139,7 +139,9 @@ def test_url_forms(tmp_path, monkeypatch, url, suffix):
     layer.close()
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite://host/x.db?bogus=1"])
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "sqlite://host/x.db?bogus=1", "sqlite:///x.db?path=y"]
+)
 def test_bad_urls_are_clear_errors(url):
     """A URL without a file, or with an unknown option, raises ``LayerConfigError``."""
     with pytest.raises(LayerConfigError):
@@ -174,3 +176,42 @@ def test_async_send_waits_for_a_lock_off_the_event_loop(tmp_path):
     assert ticks == list(range(10))
     locker.close()
     layer.close()
+
+
+def test_cancelled_async_receive_keeps_the_message(tmp_path):
+    """A ``receive_async`` cancelled while its pop waits for the file lock loses nothing:
+    the message popped after the cancel is returned by the next receive."""
+    import asyncio
+    import sqlite3
+
+    layer = SQLiteChannelLayer(tmp_path / "layer.db")
+    layer.send("kept", {"x": 1})
+    locker = sqlite3.connect(tmp_path / "layer.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+
+    async def scenario():
+        receiving = asyncio.ensure_future(layer.receive_async(["kept"], timeout=5))
+        await asyncio.sleep(0.1)
+        receiving.cancel()
+        locker.execute("COMMIT")
+        await asyncio.sleep(0.3)  # the helper thread's pop completes
+        return receiving.cancelled()
+
+    assert asyncio.run(scenario())
+    assert layer.receive(["kept"]) == ("kept", {"x": 1})
+    locker.close()
+    layer.close()
+
+
+def test_check_reports_an_unusable_file(tmp_path):
+    """``check()`` passes on a good file and raises ``LayerUnavailable`` on a broken one."""
+    from asgi_spec import LayerUnavailable
+
+    layer = SQLiteChannelLayer(tmp_path / "layer.db")
+    layer.check()
+    layer.close()
+    (tmp_path / "layer.db").write_bytes(b"this is not a database" * 100)
+    for leftover in ("layer.db-wal", "layer.db-shm"):
+        (tmp_path / leftover).unlink(missing_ok=True)
+    with pytest.raises(LayerUnavailable):
+        SQLiteChannelLayer(tmp_path / "layer.db").check()

@@ -43,6 +43,17 @@ def test_load_layer_by_import_path():
     assert load_layer(f"{__name__}:module_layer") is module_layer
 
 
+def test_load_layer_instantiates_a_class_or_factory():
+    """A layer class or a factory function at ``module:attr`` is called to make the layer."""
+    assert isinstance(load_layer("asgi_spec.layers.memory:MemoryChannelLayer"),
+                      MemoryChannelLayer)
+    assert isinstance(load_layer(f"{__name__}:make_layer"), MemoryChannelLayer)
+
+
+def make_layer():
+    return MemoryChannelLayer()
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
