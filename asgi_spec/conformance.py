@@ -551,6 +551,14 @@ class ChannelLayerConformance:
         assert layer.channel_statistics("srv!a")["messages_pending"] == 2
         assert layer.channel_statistics("srv!")["messages_pending"] == 2
 
+    def test_single_reader_channels_count_in_totals_only(self, layer):
+        """``?`` channels add to the totals; their own counters stay 0, pending is exact."""
+        channel = layer.new_channel("sb.reply?")
+        layer.send(channel, {"x": 1})
+        stats = layer.channel_statistics(channel)
+        assert (stats["messages_count"], stats["messages_pending"]) == (0, 1)
+        assert layer.global_statistics()["messages_count"] == 1
+
     # -- registry ----------------------------------------------------------
 
     def test_registered_process_is_live(self, layer):
