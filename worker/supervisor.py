@@ -1,0 +1,143 @@
+"""``runworker --processes N``: keep N worker processes running.
+
+How this works: each of the N slots holds one child process (a ``runworker``
+command line). ``poll_once()`` looks at every child: a child that exited while
+the supervisor is not stopping is logged and restarted after a per-slot
+exponential backoff (1 s, 2 s, ... up to 30 s), reset once a child has stayed
+up for ``stable_after`` seconds, so a crash loop cannot spin. ``run()`` calls
+``poll_once`` twice a second until SIGTERM/SIGINT; then it forwards SIGTERM to
+every child, waits up to ``shutdown_timeout`` for them to finish their current
+messages, kills the rest, and returns 0 only if every child exited 0. A second
+signal is forwarded too (children exit at once).
+
+Children run in their own session, so a terminal's Ctrl-C reaches only the
+supervisor, which forwards one SIGTERM: a child never sees the same shutdown
+twice (under systemd, use ``KillMode=mixed`` for the same reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.backoff import Backoff
+
+logger = logging.getLogger("worker.supervisor")
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, start_new_session=True)
+
+
+@dataclass
+class _Slot:
+    index: int
+    command: list[str]
+    process: Any = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0))
+
+
+class Supervisor:
+    """Runs one child per command and restarts the ones that die."""
+
+    def __init__(
+        self,
+        commands: Sequence[Sequence[str]],
+        *,
+        spawn: Callable[[list[str]], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stable_after: float = 30.0,
+        shutdown_timeout: float = 35.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.slots = [_Slot(n, list(command)) for n, command in enumerate(commands)]
+        self.spawn = spawn or _spawn
+        self.clock = clock
+        self.stable_after = stable_after
+        self.shutdown_timeout = shutdown_timeout
+        self.poll_interval = poll_interval
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._signals = 0
+
+    def _start(self, slot: _Slot) -> None:
+        slot.process = self.spawn(slot.command)
+        slot.started_at = self.clock()
+        slot.restart_at = None
+        logger.info("worker process %d started (pid %s)", slot.index + 1, slot.process.pid)
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._start(slot)
+
+    def poll_once(self) -> None:
+        """Notice dead children and restart the ones whose backoff has passed."""
+        now = self.clock()
+        for slot in self.slots:
+            if slot.restart_at is None:
+                code = slot.process.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                if now - slot.started_at >= self.stable_after:
+                    slot.backoff.reset()
+                delay = slot.backoff.next_delay()
+                slot.restart_at = now + delay
+                logger.error("worker process %d (pid %s) exited with code %s; restarting in "
+                             "%.0f s", slot.index + 1, slot.process.pid, code, delay)
+            if slot.restart_at is not None and now >= slot.restart_at:
+                self.restarts += 1
+                self._start(slot)
+
+    def _live(self) -> list[_Slot]:
+        return [s for s in self.slots if s.process is not None and s.process.poll() is None]
+
+    def stop(self) -> int:
+        """SIGTERM every child, wait for them (bounded), kill stragglers; 0 if all exited 0."""
+        self._stopping.set()
+        for slot in self._live():
+            slot.process.send_signal(signal.SIGTERM)
+        deadline = self.clock() + self.shutdown_timeout
+        codes = []
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            try:
+                codes.append(slot.process.wait(max(0.0, deadline - self.clock())))
+            except subprocess.TimeoutExpired:
+                logger.error("worker process %d (pid %s) did not stop in %.0f s; killing it",
+                             slot.index + 1, slot.process.pid, self.shutdown_timeout)
+                slot.process.kill()
+                codes.append(slot.process.wait())
+        return 0 if all(code == 0 for code in codes) else 1
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second %s: forwarding it", signal.Signals(signum).name)
+            for slot in self._live():
+                slot.process.send_signal(signum)
+        self._stopping.set()
+
+    def run(self, install_signals: bool = True) -> int:
+        """Start the children and keep them running until a signal; return the exit code."""
+        previous = {}
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self.start()
+            while not self._stopping.wait(self.poll_interval):
+                self.poll_once()
+            logger.info("stopping %d worker process(es)", len(self.slots))
+            return self.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

@@ -1,0 +1,331 @@
+"""``Worker``: receive a message, route it, run its consumer, flush its sends. Repeat.
+
+How this works: ``run_once()`` is the whole unit of work, a plain synchronous
+function: one ``layer.receive`` over the routed channels, one ``Message``,
+one route match, one consumer call inside an ``Outbox`` (whose held sends are
+flushed when the consumer returns and dropped when it raises). It never
+raises: consumer errors are logged with their traceback, a missing route is
+logged, ``ConsumeLater`` requeues the message with a bounded retry count, and
+layer errors are logged loudly and followed by a bounded exponential backoff.
+
+``run()`` wraps it: N loop threads calling ``run_once(block=True)`` over the
+one layer, the main thread sending a registry heartbeat every few seconds,
+and signal handlers. The first SIGTERM/SIGINT lets each thread finish its
+current message (within ``shutdown_timeout``), then the worker deregisters
+and ``run()`` returns 0; a second signal exits the process at once.
+``async def`` consumers run on the worker's one event loop
+(``worker.async_runner``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from asgi_spec import formats, names
+from asgi_spec.registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, KIND_WORKER, has_registry
+from worker.async_runner import EventLoopThread
+from worker.backoff import Backoff
+from worker.exceptions import ConsumeLater, DenyConnection
+from worker.message import RETRIES_KEY, Message
+from worker.outbox import Outbox, send_with_retry
+from worker.routing import Router
+
+logger = logging.getLogger("worker")
+
+#: Channels where a consumer error in debug mode closes the socket with 1011.
+_WEBSOCKET_OPEN = frozenset({formats.WEBSOCKET_CONNECT, formats.WEBSOCKET_RECEIVE})
+
+
+def select_channels(channels: Iterable[str], only: Iterable[str] = (),
+                    exclude: Iterable[str] = ()) -> list[str]:
+    """``channels`` kept by the ``only`` globs (all when empty) minus the ``exclude`` globs."""
+    only, exclude = list(only), list(exclude)
+    return [
+        channel for channel in sorted(channels)
+        if (not only or any(fnmatch.fnmatchcase(channel, p) for p in only))
+        and not any(fnmatch.fnmatchcase(channel, p) for p in exclude)
+    ]
+
+
+def default_name() -> str:
+    """``<host>-<pid>-<random>``, made of characters the registry accepts."""
+    host = re.sub(r"[^A-Za-z0-9\-_.]", "-", socket.gethostname())[:60] or "host"
+    return f"{host}-{os.getpid()}-{names.random_suffix(6)}"
+
+
+def _consumer_name(consumer: Any) -> str:
+    module = getattr(consumer, "__module__", None)
+    name = getattr(consumer, "__qualname__", None) or repr(consumer)
+    return f"{module}.{name}" if module else name
+
+
+class Worker:
+    """Consumes the channels of ``router`` (a ``Router`` or any routing) from ``layer``."""
+
+    def __init__(
+        self,
+        layer: Any,
+        router: Any,
+        *,
+        only_channels: Iterable[str] = (),
+        exclude_channels: Iterable[str] = (),
+        name: str | None = None,
+        threads: int = 1,
+        debug: bool = False,
+        max_retries: int = 10,
+        retry_total: float = 2.0,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_ttl: float = HEARTBEAT_TTL,
+        shutdown_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        self.layer = layer
+        self.router = router if isinstance(router, Router) else Router(router)
+        self.channels = select_channels(self.router.channels, only_channels, exclude_channels)
+        if not self.channels:
+            raise ValueError(
+                f"no channels to consume: the routing covers {sorted(self.router.channels)}, "
+                f"--only-channels {list(only_channels)} --exclude-channels "
+                f"{list(exclude_channels)} leave none"
+            )
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.name = names.validate_group_name(name) if name is not None else default_name()
+        self.threads = threads
+        self.debug = debug
+        self.max_retries = max_retries
+        self.retry_total = retry_total
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_ttl = heartbeat_ttl
+        self.shutdown_timeout = shutdown_timeout
+        self.clock = clock
+        self._stopping = threading.Event()
+        # Backoff after layer errors stops early on shutdown; reply retries never do.
+        self._backoff_sleep = sleep or self._stopping.wait
+        self._retry_sleep = sleep or time.sleep
+        self._backoff = Backoff(initial=0.1, maximum=5.0)
+        self._layer_down = False
+        self._async = EventLoopThread(f"worker-asyncio-{self.name}")
+        self._lock = threading.Lock()
+        self._current: dict[int, str] = {}
+        self.processed = 0
+        self.started_at = clock()
+        self._warned_no_registry = False
+
+    # -- the unit of work ---------------------------------------------------
+
+    def run_once(self, block: bool = True) -> bool:
+        """Receive and handle one message; ``False`` if none came (or the layer failed)."""
+        try:
+            channel, content = self.layer.receive(self.channels, block=block)
+        except Exception as exc:
+            self._layer_failed(exc)
+            return False
+        if self._layer_down:
+            self._layer_down = False
+            self._backoff.reset()
+            logger.warning("channel layer is reachable again; worker %s resumes", self.name)
+        if channel is None:
+            return False
+        self.handle(channel, content)
+        return True
+
+    def handle(self, channel: str, content: dict[str, Any]) -> None:
+        """Route and run one received message. Never raises."""
+        self._started(channel)
+        try:
+            message = Message(content, channel, self.layer)
+            found = self.router.match(message)
+        except Exception:
+            logger.exception("cannot route a message on %r", channel)
+            self._finished()
+            return
+        try:
+            if found is None:
+                logger.warning("no route matched a message on %r (path=%r)",
+                               channel, message.get("path"))
+                return
+            self._consume(message, *found)
+        finally:
+            self._finished()
+
+    def _consume(self, message: Message, consumer: Any, kwargs: dict[str, Any]) -> None:
+        outbox = Outbox(self.layer, sleep=self._retry_sleep, retry_total=self.retry_total)
+        channel = message.channel.name
+        try:
+            with outbox.activate():
+                result = consumer(message, **kwargs)
+            if inspect.isawaitable(result):
+                self._async.run(result, outbox)
+        except ConsumeLater:
+            outbox.discard()
+            self._requeue(message)
+        except DenyConnection:
+            outbox.discard()
+            self._deny(message, consumer)
+        except Exception:
+            outbox.discard()
+            logger.exception("consumer %s raised on a message on %r (path=%r)",
+                             _consumer_name(consumer), channel, message.get("path"))
+            if self.debug and channel in _WEBSOCKET_OPEN:
+                self._reply(message, {"close": 1011})
+        else:
+            outbox.flush()
+
+    def _requeue(self, message: Message) -> None:
+        channel = message.channel.name
+        retries = message.retries + 1
+        if retries > self.max_retries:
+            logger.error("gave up on a message on %r: ConsumeLater %d times (the limit)",
+                         channel, self.max_retries)
+            return
+        content = dict(message.content)
+        content[RETRIES_KEY] = retries
+        send_with_retry(self.layer, channel, content, sleep=self._retry_sleep,
+                        retry_total=self.retry_total)
+
+    def _deny(self, message: Message, consumer: Any) -> None:
+        if message.channel.name == formats.WEBSOCKET_CONNECT:
+            self._reply(message, {"close": True})
+        else:
+            logger.error("consumer %s raised DenyConnection on %r; only websocket.connect "
+                         "consumers may deny", _consumer_name(consumer), message.channel.name)
+
+    def _reply(self, message: Message, content: dict[str, Any]) -> None:
+        reply_channel = message.content.get("reply_channel")
+        if isinstance(reply_channel, str):
+            send_with_retry(self.layer, reply_channel, content, sleep=self._retry_sleep,
+                            retry_total=self.retry_total)
+
+    def _layer_failed(self, exc: Exception) -> None:
+        self._layer_down = True
+        delay = self._backoff.next_delay()
+        kind = "unavailable" if isinstance(exc, ConnectionError) else "failed"
+        logger.error("channel layer %s (%s: %s); worker %s retries in %.1f s (attempt %d)",
+                     kind, type(exc).__name__, exc, self.name, delay, self._backoff.failures)
+        self._backoff_sleep(delay)
+
+    # -- status and registry ------------------------------------------------
+
+    def _started(self, channel: str) -> None:
+        with self._lock:
+            self._current[threading.get_ident()] = channel
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._current.pop(threading.get_ident(), None)
+            self.processed += 1
+
+    def info(self) -> dict[str, Any]:
+        """What the registry says about this worker (see ``asgi_spec.registry``)."""
+        with self._lock:
+            current = list(self._current.values())
+            processed = self.processed
+        return {
+            "channels": list(self.channels),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "threads": self.threads,
+            "started_at": self.started_at,
+            "processed": processed,
+            "busy": len(current),
+            "current": current[-1] if current else None,
+        }
+
+    def heartbeat(self) -> bool:
+        """Register (or renew) this worker in the layer; ``False`` if that failed."""
+        if not has_registry(self.layer):
+            if not self._warned_no_registry:
+                self._warned_no_registry = True
+                logger.warning("layer %r has no registry extension: servers cannot see "
+                               "this worker", self.layer)
+            return False
+        try:
+            self.layer.register_process(KIND_WORKER, self.name, self.info(), self.heartbeat_ttl)
+        except Exception as exc:
+            logger.error("worker %s heartbeat failed: %s: %s", self.name,
+                         type(exc).__name__, exc)
+            return False
+        return True
+
+    def unregister(self) -> None:
+        """Remove this worker from the registry (clean shutdown). Never raises."""
+        if not has_registry(self.layer):
+            return
+        try:
+            self.layer.unregister_process(KIND_WORKER, self.name)
+        except Exception as exc:
+            logger.error("worker %s could not unregister: %s: %s", self.name,
+                         type(exc).__name__, exc)
+
+    # -- the process around it ----------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish the current messages and return."""
+        self._stopping.set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            began = time.monotonic()
+            try:
+                got = self.run_once(block=True)
+            except Exception:  # run_once does not raise; this is a last guard
+                logger.exception("unexpected error in the worker loop")
+                got = False
+            if not got and time.monotonic() - began < 0.005:
+                self._stopping.wait(0.05)  # a layer that ignores block=True: do not spin
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.is_set():
+            logger.warning("second %s: worker %s exits now", name, self.name)
+            os._exit(128 + signum)
+        logger.info("%s: worker %s finishes its current messages, then exits", name, self.name)
+        self._stopping.set()
+
+    def run(self, install_signals: bool = True) -> int:
+        """Run until stopped; return 0 after a clean stop, 1 if consumers overran."""
+        previous = {}
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        logger.info("worker %s (pid %d, %d thread(s)) consumes %s", self.name, os.getpid(),
+                    self.threads, ", ".join(self.channels))
+        try:
+            self.heartbeat()
+            loops = [threading.Thread(target=self._loop, name=f"{self.name}-{n}", daemon=True)
+                     for n in range(self.threads)]
+            for thread in loops:
+                thread.start()
+            while not self._stopping.wait(self.heartbeat_interval):
+                self.heartbeat()
+            deadline = time.monotonic() + self.shutdown_timeout
+            for thread in loops:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            overran = sum(thread.is_alive() for thread in loops)
+            self.unregister()
+            self._async.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if overran:
+            logger.error("worker %s: %d consumer(s) still running after %.0f s; exiting anyway",
+                         self.name, overran, self.shutdown_timeout)
+            return 1
+        logger.info("worker %s stopped after %d messages", self.name, self.processed)
+        return 0
