@@ -25,7 +25,7 @@ extensions = [
 # ``.. include::`` asks for them with the MyST parser.
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "benchmarks/*.md"]
 
 nitpicky = False
 highlight_language = "python"
