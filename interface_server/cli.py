@@ -1,0 +1,279 @@
+"""``interfaceserver``: the command that runs a ``Server``.
+
+``main`` parses options (every one also an environment variable, shown in
+``--help``) into ``Settings``; ``run`` installs Twisted's asyncio reactor,
+opens and checks the layer (failing fast with the layer's own error text),
+starts the server and handles SIGTERM/SIGINT: the first signal drains
+(``Server.shutdown``) and exits 0, a second one exits at once.
+
+Layer choice: ``--layer``, else ``CHANNEL_LAYER_URL``, else ``REDIS_URL``,
+else the embedded SQLite layer (``asgi_spec.DEFAULT_LAYER_URL``). A layer
+may be a URL or an importable object (``module:attr``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from asgi_spec import DEFAULT_LAYER_URL
+from interface_server.config import ServerConfig
+
+logger = logging.getLogger("interface_server")
+
+_SIZE = re.compile(r"(?i)^\s*(\d+)\s*([kmg]i?b?|b)?\s*$")
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class Size(click.ParamType):
+    """A byte size: ``1048576``, ``512K``, ``10M``, ``1G`` (binary units)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        match = _SIZE.match(str(value))
+        if not match:
+            self.fail(f"{value!r} is not a size such as 1048576, 512K or 10M", param, ctx)
+        unit = (match.group(2) or "").lower()[:1]
+        return int(match.group(1)) * _UNITS[unit]
+
+
+@dataclass
+class Settings:
+    """Everything ``run`` needs, as parsed from the command line and environment."""
+
+    layer: str
+    config: ServerConfig
+    host: str | None = None
+    port: int | None = None
+    unix_socket: str | None = None
+    fds: list[int] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
+    verbosity: int = 1
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "show_default": True, "max_content_width": 100})
+@click.option("-b", "--bind", "host", envvar="INTERFACESERVER_BIND", show_envvar=True,
+              help="Interface to listen on [default: 127.0.0.1, or 0.0.0.0 when $PORT is set].")
+@click.option("-p", "--port", type=click.IntRange(0, 65535),
+              envvar=["INTERFACESERVER_PORT", "PORT"], show_envvar=True,
+              help="TCP port to listen on [default: 8000].")
+@click.option("-u", "--unix-socket", type=click.Path(dir_okay=False),
+              envvar="INTERFACESERVER_UNIX_SOCKET", show_envvar=True,
+              help="Listen on this UNIX socket path.")
+@click.option("--fd", "fds", type=int, multiple=True, envvar="INTERFACESERVER_FD",
+              show_envvar=True, help="Listen on an inherited socket file descriptor "
+              "(repeatable). systemd's LISTEN_FDS is used when no listener is given.")
+@click.option("-e", "--endpoint", "endpoints", multiple=True,
+              envvar="INTERFACESERVER_ENDPOINT", show_envvar=True,
+              help="A raw Twisted endpoint string, e.g. ssl:443:privateKey=key.pem "
+              "(repeatable).")
+@click.option("--layer", envvar=["INTERFACESERVER_LAYER", "CHANNEL_LAYER_URL", "REDIS_URL"],
+              show_envvar=True, default=DEFAULT_LAYER_URL,
+              help="Channel layer URL (memory://, sqlite:///..., redis://...) or module:attr.")
+@click.option("--http-timeout", type=float, default=120.0, envvar="INTERFACESERVER_HTTP_TIMEOUT",
+              show_envvar=True, help="Seconds to wait for a response to start (504 after).")
+@click.option("--websocket-timeout", type=float, default=86400.0,
+              envvar="INTERFACESERVER_WEBSOCKET_TIMEOUT", show_envvar=True,
+              help="Maximum WebSocket lifetime in seconds; 0 or less: unlimited.")
+@click.option("--websocket-connect-timeout", type=float, default=5.0,
+              envvar="INTERFACESERVER_WEBSOCKET_CONNECT_TIMEOUT", show_envvar=True,
+              help="Seconds the application has to accept a WebSocket (403 after).")
+@click.option("--ping-interval", type=float, default=20.0,
+              envvar="INTERFACESERVER_PING_INTERVAL", show_envvar=True,
+              help="Ping a WebSocket quiet for this many seconds; 0: never.")
+@click.option("--ping-timeout", type=float, default=30.0, envvar="INTERFACESERVER_PING_TIMEOUT",
+              show_envvar=True, help="Drop a WebSocket whose ping is unanswered this long.")
+@click.option("--header-timeout", type=float, default=20.0,
+              envvar="INTERFACESERVER_HEADER_TIMEOUT", show_envvar=True,
+              help="Seconds a client may take to send a request head (408 after).")
+@click.option("--keep-alive-timeout", type=float, default=20.0,
+              envvar="INTERFACESERVER_KEEP_ALIVE_TIMEOUT", show_envvar=True,
+              help="Seconds an idle keep-alive connection stays open.")
+@click.option("--root-path", default="", envvar="INTERFACESERVER_ROOT_PATH", show_envvar=True,
+              help="The prefix this server is mounted at (the messages' root_path).")
+@click.option("--proxy-headers/--no-proxy-headers", default=False,
+              envvar="INTERFACESERVER_PROXY_HEADERS", show_envvar=True,
+              help="Believe X-Forwarded-For/-Proto/-Port from --forwarded-allow-ips.")
+@click.option("--forwarded-allow-ips", default="127.0.0.1,::1",
+              envvar=["INTERFACESERVER_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"],
+              show_envvar=True, help="Comma-separated proxy IPs/CIDRs to trust, or '*'.")
+@click.option("--ws-protocol", "ws_protocols", multiple=True,
+              envvar="INTERFACESERVER_WS_PROTOCOL", show_envvar=True,
+              help="A WebSocket subprotocol to agree to when offered (repeatable).")
+@click.option("--ws-allowed-origin", "ws_allowed_origins", multiple=True,
+              envvar="INTERFACESERVER_WS_ALLOWED_ORIGIN", show_envvar=True,
+              help="An Origin a WebSocket handshake may come from, e.g. "
+              "https://*.example.com (repeatable) [default: any].")
+@click.option("--max-body-size", type=Size(), default="10M",
+              envvar="INTERFACESERVER_MAX_BODY_SIZE", show_envvar=True,
+              help="Largest request body (413 past it); 0: unlimited.")
+@click.option("--max-ws-message-size", type=Size(), default="512K",
+              envvar="INTERFACESERVER_MAX_WS_MESSAGE_SIZE", show_envvar=True,
+              help="Largest WebSocket message (closed with 1009 past it).")
+@click.option("--limit-concurrency", type=click.IntRange(min=1),
+              envvar="INTERFACESERVER_LIMIT_CONCURRENCY", show_envvar=True,
+              help="Answer 503 past this many open connections.")
+@click.option("--graceful-timeout", type=float, default=30.0,
+              envvar="INTERFACESERVER_GRACEFUL_TIMEOUT", show_envvar=True,
+              help="Seconds to let in-flight requests finish on SIGTERM.")
+@click.option("--access-log/--no-access-log", default=True,
+              envvar="INTERFACESERVER_ACCESS_LOG", show_envvar=True,
+              help="Write one line per request to stdout.")
+@click.option("--access-log-format", envvar="INTERFACESERVER_ACCESS_LOG_FORMAT",
+              show_envvar=True, help="A str.format template; fields: client, time, "
+              "iso_time, method, path, http_version, status, size, referer, user_agent, "
+              "duration, duration_ms, protocol.")
+@click.option("--access-log-json", is_flag=True, default=False,
+              envvar="INTERFACESERVER_ACCESS_LOG_JSON", show_envvar=True,
+              help="Write access-log lines as JSON objects.")
+@click.option("-v", "--verbosity", type=click.IntRange(0, 2), default=1,
+              envvar="INTERFACESERVER_VERBOSITY", show_envvar=True,
+              help="0: warnings, 1: info, 2: debug.")
+@click.pass_context
+def main(ctx: click.Context, **options: Any) -> None:
+    """Serve HTTP and WebSockets, turning them into channel-layer messages.
+
+    Workers (`runworker`) consume the messages and answer on each
+    connection's reply channel; this server writes the answers back.
+    """
+    settings = settings_from_options(ctx, options)
+    sys.exit(run(settings))
+
+
+def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settings:
+    host = options["host"]
+    from_platform = (ctx.get_parameter_source("port") is click.core.ParameterSource.ENVIRONMENT
+                     and "INTERFACESERVER_PORT" not in os.environ)
+    if host is None and from_platform:
+        host = "0.0.0.0"  # a platform that sets $PORT routes to us from outside
+    try:
+        config = ServerConfig(
+            http_timeout=options["http_timeout"],
+            websocket_timeout=options["websocket_timeout"],
+            websocket_connect_timeout=options["websocket_connect_timeout"],
+            ping_interval=options["ping_interval"],
+            ping_timeout=options["ping_timeout"],
+            header_timeout=options["header_timeout"],
+            keep_alive_timeout=options["keep_alive_timeout"],
+            root_path=options["root_path"].rstrip("/"),
+            proxy_headers=options["proxy_headers"],
+            forwarded_allow_ips=options["forwarded_allow_ips"],
+            ws_protocols=tuple(options["ws_protocols"]),
+            ws_allowed_origins=tuple(options["ws_allowed_origins"]) or ("*",),
+            max_body_size=options["max_body_size"] or None,
+            max_ws_message_size=options["max_ws_message_size"],
+            limit_concurrency=options["limit_concurrency"],
+            graceful_timeout=options["graceful_timeout"],
+            access_log=options["access_log"],
+            access_log_format=options["access_log_format"],
+            access_log_json=options["access_log_json"],
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    for description in options["endpoints"]:
+        check_endpoint(ctx, description)
+    fds = list(options["fds"])
+    if not (fds or options["endpoints"] or options["unix_socket"] or host
+            or options["port"] is not None):
+        from interface_server.endpoints import systemd_fds
+
+        fds = systemd_fds(os.environ)
+    return Settings(
+        layer=options["layer"], config=config, host=host, port=options["port"],
+        unix_socket=options["unix_socket"], fds=fds, endpoints=list(options["endpoints"]),
+        verbosity=options["verbosity"],
+    )
+
+
+def check_endpoint(ctx: click.Context, description: str) -> None:
+    """Parse a raw endpoint string now, so a typo is a usage error, not a traceback."""
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(None, description)  # parsing needs no reactor
+    except Exception as exc:
+        raise click.UsageError(f"--endpoint {description!r}: {exc}", ctx) from None
+
+
+def configure_logging(verbosity: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[verbosity]
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    access = logging.getLogger("interface_server.access")
+    access.propagate = False
+    access.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+
+    import txaio
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    txaio.set_global_log_level("debug" if verbosity >= 2 else "warn")
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
+
+def run(settings: Settings) -> int:
+    """Run the server until a signal; return the exit status."""
+    import asyncio
+
+    from twisted.internet import asyncioreactor
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor
+
+    from asgi_spec import ChannelLayerError, load_layer
+    from interface_server.endpoints import build_endpoints
+    from interface_server.server import Server
+
+    configure_logging(settings.verbosity)
+    try:
+        layer = load_layer(settings.layer)
+        layer.check()
+    except ChannelLayerError as exc:
+        click.echo(f"interfaceserver: cannot use the channel layer: {exc}", err=True)
+        return 1
+    try:
+        endpoints = build_endpoints(
+            reactor, host=settings.host, port=settings.port, unix_socket=settings.unix_socket,
+            fds=settings.fds, raw=settings.endpoints, backlog=settings.config.backlog)
+    except OSError as exc:
+        click.echo(f"interfaceserver: cannot use an inherited socket: {exc}", err=True)
+        return 1
+    server = Server(layer, endpoints, reactor=reactor, config=settings.config)
+    status = {"code": 0, "signals": 0}
+
+    def started_failed(failure: Any) -> None:
+        error = getattr(failure.value, "subFailure", failure).value
+        click.echo(f"interfaceserver: cannot listen: {error}", err=True)
+        status["code"] = 1
+        server.shutdown().addBoth(lambda _: reactor.stop())
+
+    def on_signal(name: str) -> None:
+        status["signals"] += 1
+        if status["signals"] > 1:
+            logger.warning("second %s: exiting now", name)
+            logging.shutdown()
+            os._exit(1)
+        logger.info("%s: shutting down (send it again to exit at once)", name)
+        server.shutdown().addBoth(lambda _: reactor.stop())
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
+    reactor.callWhenRunning(lambda: server.start().addErrback(started_failed))
+    reactor.run(installSignalHandlers=False)
+    layer.close()
+    return status["code"]

@@ -1,0 +1,288 @@
+"""The Autobahn adapter: a WebSocket upgraded from an HTTP request, spoken as channel messages.
+
+How this works. ``upgrade_request`` takes a ``ChannelRequest`` that asked for
+``Upgrade: websocket``, builds a ``SwitchboardWebSocketProtocol`` and hands it
+the request's transport, replaying the request head (Autobahn parses and
+validates the handshake itself). Autobahn then calls ``onConnect``, which
+sends ``websocket.connect`` and returns a Deferred: the handshake is held until
+the application's reply accepts (101) or rejects (403), the connect timeout
+passes (403), or the layer refuses the message (503).
+
+Once open: every message, empty ones too, becomes ``websocket.receive`` with
+the next ``order``; the close becomes ``websocket.disconnect`` with the code
+and the last ``order``. These go through one ``OrderedSender`` per socket, so
+they reach the layer in order. Replies routed here by the server are turned
+into actions by ``_websocket.interpret_reply``. A message over
+``max_ws_message_size`` is closed with 1009 by Autobahn (``failByDrop`` off:
+a close frame, not a TCP drop). Pings, the connect timeout and the lifetime
+limit are decided by the server's sweep calling ``check_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from asgi_spec.exceptions import ChannelFull, LayerUnavailable, MessageFormatError, MessageTooLarge
+from asgi_spec.formats import WEBSOCKET_CONNECT, WEBSOCKET_DISCONNECT, WEBSOCKET_RECEIVE
+from interface_server import _websocket as ws
+from interface_server._accesslog import AccessRecord
+from interface_server._http import (
+    ClientError,
+    RequestParts,
+    connection_scope,
+    header_value,
+    render_error,
+)
+from interface_server._timeouts import Due, websocket_due
+from interface_server.layer_io import OrderedSender
+
+if TYPE_CHECKING:
+    from interface_server.http_request import ChannelRequest
+    from interface_server.server import Server
+
+logger = logging.getLogger("interface_server.websocket")
+
+OPEN = WebSocketServerProtocol.STATE_OPEN
+
+
+class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
+    server: Server
+    parts: RequestParts
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply_channel: str | None = None
+        self.order = ws.OrderCounter()
+        self.handshake: Deferred[Any] | None = None
+        self.connect_sent = False
+        self.path = ""
+        self.offered: list[str] = []
+        self.client: list[Any] | None = None
+        self.connect_started_at = 0.0
+        self.opened_at: float | None = None
+        self.last_received_at = 0.0
+        self.ping_sent_at: float | None = None
+        self.arrived_at = time.time()
+        self.reported = False
+        self.sender: OrderedSender
+
+    # -- handshake -----------------------------------------------------------
+
+    def onConnect(self, request: object) -> Deferred[Any]:
+        server, config = self.server, self.server.config
+        self.sender = OrderedSender(server.send_to_layer)
+        self.connect_started_at = self.last_received_at = server.now()
+        try:
+            scope = connection_scope(self.parts, websocket=True, trusted=(
+                config.trusted_proxies if config.proxy_headers else None))
+        except ClientError as exc:
+            raise ConnectionDeny(exc.status, exc.detail) from None
+        self.path, self.client = scope["path"], scope["client"]
+        self.offered = ws.offered_subprotocols(scope["headers"])
+        if server.draining:
+            raise ConnectionDeny(503, "the server is shutting down; retry")
+        self.reply_channel = server.router.add(self)
+        server.websockets.add(self)
+        message = ws.connect_message(scope, reply_channel=self.reply_channel,
+                                     root_path=config.root_path, subprotocols=self.offered)
+        handshake = self.handshake = Deferred()
+        server.consumer_available(WEBSOCKET_CONNECT).addCallback(self._send_connect, message)
+        return handshake  # (already fired if the answer came at once)
+
+    def _send_connect(self, available: bool | None, message: dict[str, Any]) -> None:
+        if self.handshake is None:
+            return  # the client left while we looked for a worker
+        if available is False:
+            self.server.stats["websocket_no_worker"] += 1
+            self.deny(503, "no worker is consuming the websocket.connect channel; "
+                      "start one with `runworker`")
+            return
+        self.connect_sent = True
+        self.sender.send(WEBSOCKET_CONNECT, message).addErrback(self._connect_failed)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self.connect_sent = False
+        status, detail = self.server.layer_error_answer(failure, WEBSOCKET_CONNECT)
+        self.deny(status, detail)
+
+    def deny(self, status: int, detail: str) -> None:
+        """Reject the held handshake with ``status`` (the body says ``detail``)."""
+        handshake, self.handshake = self.handshake, None
+        if handshake is not None:
+            self._log(status)
+            handshake.errback(ConnectionDeny(status, detail))
+
+    def sendHttpErrorResponse(self, code: int, reason: str,
+                              responseHeaders: Any = None) -> None:
+        self.sendData(render_error(code, reason))
+
+    def onOpen(self) -> None:
+        self.opened_at = self.server.now()
+        self._log(101)
+
+    # -- frames from the client ------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_received_at = self.server.now()
+        self.ping_sent_at = None
+        super().dataReceived(data)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state != OPEN or self.reply_channel is None:
+            return
+        message = ws.receive_message(self.reply_channel, self.path, payload, isBinary,
+                                     self.order.next())
+        self.sender.send(WEBSOCKET_RECEIVE, message).addErrback(self._receive_failed)
+
+    def _receive_failed(self, failure: Failure) -> None:
+        if failure.check(ChannelFull):
+            self.server.stats["websocket_receive_full"] += 1
+            self.close(ws.CLOSE_TRY_AGAIN_LATER, "the application is not keeping up")
+        elif failure.check(MessageTooLarge):
+            self.close(ws.CLOSE_TOO_BIG, "message too large for the channel layer")
+        elif failure.check(LayerUnavailable):
+            logger.error("channel layer unavailable; closing a WebSocket with 1013: %s",
+                         failure.value)
+            self.close(ws.CLOSE_TRY_AGAIN_LATER, "the channel layer is unavailable")
+        else:
+            logger.error("sending websocket.receive failed: %s", failure.getTraceback())
+            self.close(ws.CLOSE_INTERNAL_ERROR, "internal error")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        self.handshake = None
+        self.server.websockets.discard(self)
+        if self.reply_channel is not None:
+            self.server.router.discard(self.reply_channel)
+        if not self.connect_sent:
+            return
+        if getattr(self, "closedByMe", False) and getattr(self, "localCloseCode", None):
+            code = self.localCloseCode
+        elif wasClean and code is None:
+            code = 1005  # a close frame without a code
+        message = ws.disconnect_message(self.reply_channel or "", self.path, code,
+                                        self.order.next())
+        self.sender.send(WEBSOCKET_DISCONNECT, message).addErrback(self.server.dropped_send,
+                                                                   WEBSOCKET_DISCONNECT)
+
+    # -- replies (called by the server's reply loop) ---------------------------
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        handshaking = self.handshake is not None
+        try:
+            actions = ws.interpret_reply(message, handshaking=handshaking)
+        except MessageFormatError as exc:
+            self.server.stats["bad_replies"] += 1
+            logger.error("invalid reply on %s for WebSocket %s: %s", self.reply_channel,
+                         self.path, exc)
+            if handshaking:
+                self.deny(500, "the application sent an invalid reply "
+                          "(the server log names the field)")
+            else:
+                self.close(ws.CLOSE_INTERNAL_ERROR, "invalid reply from the application")
+            return
+        for action in actions:
+            if isinstance(action, ws.Accept):
+                handshake, self.handshake = self.handshake, None
+                if handshake is not None:
+                    protocol = ws.choose_subprotocol(
+                        self.offered, self.server.config.ws_protocols, action.subprotocol)
+                    handshake.callback((protocol, {}))
+            elif isinstance(action, ws.Reject):
+                self.deny(action.status, "the application rejected the connection")
+            elif isinstance(action, ws.Send):
+                if self.state == OPEN:
+                    self.sendMessage(action.payload, isBinary=action.is_binary)
+            elif isinstance(action, ws.Close):
+                self.close(action.code)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` (any valid server close code)."""
+        if self.state == OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123] or None)
+
+    def close_for_shutdown(self) -> None:
+        if self.handshake is not None:
+            self.deny(503, "the server is shutting down; retry")
+        else:
+            self.close(ws.CLOSE_GOING_AWAY, "server shutting down")
+
+    def check_timeout(self, now: float) -> None:
+        config = self.server.config
+        if self.handshake is None and self.state != OPEN:
+            return
+        due = websocket_due(
+            now, handshaking=self.handshake is not None,
+            connect_started_at=self.connect_started_at, opened_at=self.opened_at,
+            last_received_at=self.last_received_at, ping_sent_at=self.ping_sent_at,
+            connect_timeout=config.websocket_connect_timeout,
+            lifetime=config.websocket_timeout, ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout)
+        if due is Due.CONNECT_TIMEOUT:
+            self.server.stats["websocket_connect_timeouts"] += 1
+            self.deny(403, f"the application did not accept the connection within "
+                      f"{config.websocket_connect_timeout:g} s")
+        elif due is Due.EXPIRED:
+            self.close(ws.CLOSE_NORMAL, "connection lifetime reached")
+        elif due is Due.PING:
+            self.ping_sent_at = now
+            self.sendPing()
+        elif due is Due.PING_TIMEOUT:
+            self.server.stats["websocket_ping_timeouts"] += 1
+            self.wasNotCleanReason = "no pong within --ping-timeout"
+            self.dropConnection(abort=True)
+
+    def _log(self, status: int) -> None:
+        headers = self.parts.headers
+        user_agent = header_value([(n.lower(), v) for n, v in headers], b"user-agent") or b""
+        self.server.log_access(AccessRecord(
+            timestamp=self.arrived_at,
+            client=self.client[0] if self.client else None,
+            method="WEBSOCKET", path=self.parts.target.decode("latin-1"), http_version="1.1",
+            status=status, size=0, duration=max(self.server.now() - self.connect_started_at, 0),
+            user_agent=user_agent.decode("latin-1"), protocol="websocket"))
+
+
+class SwitchboardWebSocketFactory(WebSocketServerFactory):
+    protocol = SwitchboardWebSocketProtocol
+    noisy = False
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server=None, reactor=server.reactor)  # no Server: header
+        self.switchboard = server  # (``server`` is Autobahn's Server-header string)
+        size = server.config.max_ws_message_size
+        self.setProtocolOptions(
+            allowedOrigins=ws.origin_patterns(server.config.ws_allowed_origins),
+            allowNullOrigin=True,  # sandboxed pages and file:// send "null"
+            maxMessagePayloadSize=size, maxFramePayloadSize=size,
+            failByDrop=False,  # protocol errors and 1009 get a close frame, not a TCP drop
+            openHandshakeTimeout=0,  # the server's connect timeout decides (403)
+            closeHandshakeTimeout=5,
+            autoPingInterval=0,  # the server's sweep pings
+        )
+
+    def buildProtocol(self, addr: object) -> SwitchboardWebSocketProtocol:
+        protocol = SwitchboardWebSocketProtocol()
+        protocol.factory = self
+        protocol.server = self.switchboard
+        return protocol
+
+
+def upgrade_request(request: ChannelRequest, parts: RequestParts,
+                    factory: SwitchboardWebSocketFactory) -> SwitchboardWebSocketProtocol:
+    """Move ``request``'s connection over to a new WebSocket protocol."""
+    protocol = factory.buildProtocol(request.client)
+    protocol.parts = parts
+    head = [request.method + b" " + request.uri + b" HTTP/1.1"]
+    head += [name + b": " + value for name, value in parts.headers]
+    request.channel.upgrade(protocol, b"\r\n".join(head) + b"\r\n\r\n")
+    return protocol
