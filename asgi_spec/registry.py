@@ -7,18 +7,23 @@ before making a client wait for a worker, and answers 503 at once when nobody
 consumes the channel. Both sides use this module, so neither imports the other.
 
 Worker ``info`` keys (all written by ``worker``): ``channels`` (the channel
-names it receives from), ``host``, ``pid``, ``threads``, ``started_at`` (epoch
-seconds), ``processed`` (messages handled), ``busy`` (threads running a
-consumer now) and ``current`` (the channel of a message being handled, or
-``None``).
+names, or ``fnmatch`` globs, it receives from; a worker whose info has no
+``channels`` key is taken to consume every channel), ``host``, ``pid``,
+``threads``, ``started_at`` (epoch seconds), ``processed`` (messages
+handled), ``busy`` (threads running a consumer now) and ``current`` (the
+channel of a message being handled, or ``None``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 #: The registry ``kind`` that workers register under.
 KIND_WORKER = "worker"
+
+#: The registry ``kind`` that interface servers register under.
+KIND_INTERFACESERVER = "interfaceserver"
 
 #: Seconds between two heartbeats of a worker.
 HEARTBEAT_INTERVAL = 5.0
@@ -33,15 +38,19 @@ REGISTRY_EXTENSION = "registry"
 def consumes(worker_info: object, channel: str) -> bool:
     """``True`` if a worker whose registry ``info`` is ``worker_info`` reads ``channel``.
 
-    Pure and defensive: malformed ``info`` (not a dict, no channel list)
-    consumes nothing.
+    ``info["channels"]`` lists channel names or ``fnmatch`` globs; without
+    that key the worker is taken to consume everything. Malformed info (not
+    a dict, or ``channels`` not a list) consumes nothing.
     """
     if not isinstance(worker_info, dict):
         return False
-    channels = worker_info.get("channels")
+    if "channels" not in worker_info:
+        return True
+    channels = worker_info["channels"]
     if not isinstance(channels, list | tuple):
         return False
-    return channel in channels
+    return any(isinstance(pattern, str) and fnmatch.fnmatchcase(channel, pattern)
+               for pattern in channels)
 
 
 def has_registry(layer: Any) -> bool:

@@ -4,46 +4,39 @@ How this works: workers register in the layer's registry (kind ``"worker"``)
 with a heartbeat and ``info["channels"]``, the channel names or globs they
 consume. The server asks ``layer.live_processes("worker")`` off the reactor
 thread, at most once per ``refresh_interval``, and stores the answer here.
-``consumes(channel)`` is then a dictionary walk:
+``consumes(channel)`` is then a walk over the cached infos, with the
+matching rule of ``asgi_spec.registry.consumes``:
 
-* ``True``: a worker's heartbeat is current and a glob of it matches;
+* ``True``: a worker's heartbeat is current and it consumes the channel;
 * ``False``: the registry answered and no one consumes it (answer 503 now);
 * ``None``: unknown (never loaded, or the last refresh failed): let the
   request through; the send itself will report a layer outage.
-
-A worker whose info has no ``channels`` key is assumed to consume everything.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 from typing import Any
+
+from asgi_spec import registry
 
 
 class WorkerView:
     def __init__(self, refresh_interval: float = 1.0) -> None:
         self.refresh_interval = refresh_interval
-        self._globs: list[tuple[str, ...]] | None = None
+        self._infos: list[Any] | None = None
         self.loaded_at: float | None = None
         self._cache: dict[str, bool] = {}
 
     def update(self, now: float, processes: Mapping[str, Mapping[str, Any]]) -> None:
         """Store a fresh ``live_processes("worker")`` answer."""
-        globs: list[tuple[str, ...]] = []
-        for info in processes.values():
-            channels = info.get("channels") if isinstance(info, Mapping) else None
-            if channels is None:
-                globs.append(("*",))
-            elif isinstance(channels, list | tuple):
-                globs.append(tuple(c for c in channels if isinstance(c, str)))
-        self._globs = globs
+        self._infos = list(processes.values())
         self.loaded_at = now
         self._cache = {}
 
     def failed(self, now: float) -> None:
         """The registry could not be read: the view is unknown until the next refresh."""
-        self._globs = None
+        self._infos = None
         self.loaded_at = now
         self._cache = {}
 
@@ -53,15 +46,15 @@ class WorkerView:
 
     def consumes(self, channel: str) -> bool | None:
         """Whether some live worker consumes ``channel`` (None: unknown)."""
-        if self._globs is None:
+        if self._infos is None:
             return None
         known = self._cache.get(channel)
         if known is None:
             known = self._cache[channel] = any(
-                fnmatch.fnmatchcase(channel, glob) for globs in self._globs for glob in globs
+                registry.consumes(info, channel) for info in self._infos
             )
         return known
 
     @property
     def worker_count(self) -> int | None:
-        return None if self._globs is None else len(self._globs)
+        return None if self._infos is None else len(self._infos)

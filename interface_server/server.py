@@ -41,6 +41,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.python.failure import Failure
 
+from asgi_spec import registry
 from asgi_spec.base import BaseChannelLayer
 from asgi_spec.exceptions import ChannelFull, LayerUnavailable, MessageTooLarge
 from interface_server._accesslog import DEFAULT_FORMAT, AccessRecord, format_json, format_text
@@ -60,8 +61,8 @@ access_logger = logging.getLogger("interface_server.access")
 #: None lets the layer use its ``blocking_timeout``, which it knows fits its
 #: connections (a Redis socket timeout shorter than the wait would fail it).
 RECEIVE_TIMEOUT: float | None = None
-REGISTRY_KIND = "interfaceserver"
-WORKER_KIND = "worker"
+REGISTRY_KIND = registry.KIND_INTERFACESERVER
+WORKER_KIND = registry.KIND_WORKER
 
 
 def fit_to_layer(config: ServerConfig, layer: BaseChannelLayer) -> ServerConfig:

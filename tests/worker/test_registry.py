@@ -20,12 +20,13 @@ from tests.worker.helpers import memory_layer
     ({"channels": ("http.request",)}, True),
     ({"channels": ["websocket.connect"]}, False),
     ({"channels": "http.request"}, False),
-    ({}, False),
+    ({"channels": ["http.*"]}, True),
+    ({}, True),
     (None, False),
     (["http.request"], False),
 ])
 def test_consumes_reads_the_channel_list_defensively(info, expected):
-    """consumes() is True only when info is a dict whose channel list holds the channel."""
+    """consumes() matches names and globs; no channel list means all; malformed means none."""
     assert consumes(info, "http.request") is expected
 
 
