@@ -5,11 +5,19 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test lint bench-layer docs clean
+.PHONY: run test lint bench-layer docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[run]'
+	touch $@
+
+run: $(VENV)/.installed-run  ## the example app (Procfile: interface server + 2 workers) on :8000
+	INTERFACESERVER_BIND=$${INTERFACESERVER_BIND:-127.0.0.1} \
+	    PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -p $${PORT:-8000} -c worker=2
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'

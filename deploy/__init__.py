@@ -1,0 +1,1 @@
+"""Deployment recipes and the example application (``deploy.example``)."""

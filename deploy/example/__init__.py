@@ -1,0 +1,1 @@
+"""The example application served by ``make run`` (see ``app.py``)."""
