@@ -1,0 +1,5 @@
+"""``python -m worker`` is ``runworker``."""
+
+from worker.cli import main
+
+main()
