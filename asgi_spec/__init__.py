@@ -5,6 +5,7 @@ share. It imports neither Twisted nor Django, so a third-party server or worker
 speaking the same contract interoperates.
 """
 
+from asgi_spec.acks import Receipt
 from asgi_spec.base import STATISTICS_KEYS, BaseChannelLayer
 from asgi_spec.exceptions import (
     ChannelFull,
@@ -30,6 +31,7 @@ __all__ = [
     "LayerUnavailable",
     "MessageFormatError",
     "MessageTooLarge",
+    "Receipt",
     "layer_from_url",
     "load_layer",
 ]

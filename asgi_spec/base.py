@@ -10,15 +10,26 @@ over the size limit, and every backend reports errors with the same words.
 Queues are keyed on ``non_local_name(channel)``: a process-specific channel
 ``srv1!conn42`` lives in the queue ``srv1!`` together with its siblings, so its
 reader pops all of them with one receive, and capacity is shared among them.
+
+Two extensions change what a pop does. ``acks``: for queues that match the
+``at_least_once`` option, ``receive_with_receipt`` asks the backend to keep
+the popped message *in flight* (invisible, with a deadline of ``clock() +
+ack_timeout``) instead of deleting it; ``ack`` deletes it; once the deadline
+passes, the next operation that looks at the queue puts it back at the head,
+in its original order (see ``asgi_spec.acks``). ``delay``: ``send_later``
+stores a message with a due time; ``deliver_due`` moves the due ones into
+their queues, each atomically, under the queue's capacity.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from asgi_spec import codec, names
+from asgi_spec.acks import AtLeastOnceRules, Receipt, split_receipt
 from asgi_spec.capacity import CapacityRules
 from asgi_spec.exceptions import (
     ChannelFull,
@@ -30,6 +41,14 @@ from asgi_spec.options import check_options, split_options
 
 Clock = Callable[[], float]
 Received = tuple[str, dict[str, Any]] | tuple[None, None]
+ReceivedWithReceipt = (
+    tuple[str, dict[str, Any], Receipt | None] | tuple[None, None, None]
+)
+#: What a backend's pop returns: ``(channel, body, receipt or None)``.
+Popped = tuple[str, bytes, Receipt | None]
+
+#: How many due scheduled messages one ``deliver_due`` call moves at most, by default.
+DELIVER_DUE_LIMIT = 1000
 
 #: Keys of ``global_statistics`` and ``channel_statistics`` (which adds
 #: ``capacity``). Per-channel counters are kept for normal and process-specific
@@ -68,13 +87,22 @@ class BaseChannelLayer:
       ``MessageTooLarge`` (1 MiB);
     * ``blocking_timeout`` -- how long ``receive(..., block=True)`` waits (1 s);
     * ``clock`` -- a callable returning wall-clock seconds (``time.time``);
-      tests inject ``asgi_spec.testing.FakeClock``.
+      tests inject ``asgi_spec.testing.FakeClock``;
+    * ``at_least_once`` -- globs or compiled regexes (or one comma-separated
+      str) of the normal channels whose messages ``receive_with_receipt``
+      keeps until acknowledged (none);
+    * ``ack_timeout`` -- seconds an unacknowledged delivery stays in flight
+      before the message is receivable again (60).
     """
 
     #: The extensions every backend provides. ``async`` is Switchboard's
     #: asyncio face: ``receive_async`` and ``send_async`` coroutines.
     #: ``registry`` holds heartbeats of live processes (workers, servers).
-    extensions: ClassVar[list[str]] = ["groups", "flush", "statistics", "async", "registry"]
+    #: ``acks`` is at-least-once delivery (``receive_with_receipt``, ``ack``);
+    #: ``delay`` is scheduled sending (``send_later``, ``deliver_due``).
+    extensions: ClassVar[list[str]] = [
+        "groups", "flush", "statistics", "async", "registry", "acks", "delay",
+    ]
 
     ChannelFull = ChannelFull
     MessageTooLarge = MessageTooLarge
@@ -89,6 +117,8 @@ class BaseChannelLayer:
         max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE,
         blocking_timeout: float = 1.0,
         clock: Clock | None = None,
+        at_least_once: Any = None,
+        ack_timeout: float = 60,
     ) -> None:
         self.expiry = _positive("expiry", expiry)
         self.group_expiry = _positive("group_expiry", group_expiry)
@@ -97,6 +127,8 @@ class BaseChannelLayer:
         self.blocking_timeout = _positive("blocking_timeout", blocking_timeout)
         self.capacity_rules = CapacityRules(self.capacity, channel_capacity or {})
         self.clock: Clock = clock or time.time
+        self.at_least_once_rules = AtLeastOnceRules(at_least_once)
+        self.ack_timeout = _positive("ack_timeout", ack_timeout)
 
     # -- the core API ------------------------------------------------------
 
@@ -253,6 +285,122 @@ class BaseChannelLayer:
             return None, None
         return got[0], codec.decode(got[1])
 
+    # -- extension: acks (at-least-once delivery) ---------------------------
+
+    def is_at_least_once(self, channel: str) -> bool:
+        """``True`` if ``channel`` (its queue) matches ``at_least_once``.
+
+        Single-reader (``?``) and process-specific (``!``) channels never are.
+        """
+        return self.at_least_once_rules.matches(names.non_local_name(channel))
+
+    def receive_with_receipt(
+        self, channels: Iterable[str], block: bool = False, *, timeout: float | None = None
+    ) -> ReceivedWithReceipt:
+        """``receive``, plus a receipt: ``(channel, message, receipt)``.
+
+        For an at-least-once channel the receipt is a ``Receipt`` and the
+        message stays in the layer, invisible to other receivers, until
+        ``ack(receipt)``; without an ack within ``ack_timeout`` seconds it is
+        delivered again, before newer messages of its channel. For other
+        channels the receipt is ``None`` and the message is gone, as with
+        ``receive``. ``(None, None, None)`` when nothing came.
+        """
+        queues = self._receive_queues(channels)
+        wait = 0.0 if not block else self.blocking_timeout if timeout is None else max(timeout, 0)
+        got = self._receive_receipt(queues, wait, self._acked(queues))
+        if got is None:
+            return None, None, None
+        return got[0], codec.decode(got[1]), got[2]
+
+    def ack(self, receipt: str) -> bool:
+        """Acknowledge one delivery: the message is removed for good.
+
+        Returns ``False`` (and changes nothing) when the receipt is unknown,
+        was acknowledged already, belongs to a delivery whose ``ack_timeout``
+        has passed (the message is receivable again) or to a message that
+        expired.
+        """
+        parsed = self._split_receipt(receipt)
+        if parsed is None:
+            return False
+        return self._ack(parsed[0], parsed[1], self.clock())
+
+    async def receive_with_receipt_async(
+        self, channels: Iterable[str], *, timeout: float | None = None
+    ) -> ReceivedWithReceipt:
+        """``receive_with_receipt`` for asyncio callers (waits like ``receive_async``).
+
+        Cancelling the wait loses no at-least-once message: one popped for a
+        cancelled call is delivered again after ``ack_timeout``.
+        """
+        queues = self._receive_queues(channels)
+        wait = self.blocking_timeout if timeout is None else max(timeout, 0)
+        got = await self._receive_receipt_async(queues, wait, self._acked(queues))
+        if got is None:
+            return None, None, None
+        return got[0], codec.decode(got[1]), got[2]
+
+    async def ack_async(self, receipt: str) -> bool:
+        """``ack`` for asyncio callers; never blocks the event loop."""
+        parsed = self._split_receipt(receipt)
+        if parsed is None:
+            return False
+        return await self._ack_async(parsed[0], parsed[1], self.clock())
+
+    def _acked(self, queues: list[str]) -> frozenset[str]:
+        if not self.at_least_once_rules:
+            return frozenset()
+        return frozenset(queue for queue in queues if self.is_at_least_once(queue))
+
+    @staticmethod
+    def _split_receipt(receipt: Any) -> tuple[str, str] | None:
+        if not isinstance(receipt, str):
+            raise TypeError(
+                "ack takes the receipt that receive_with_receipt returned (a str), "
+                f"got {receipt!r}"
+            )
+        return split_receipt(receipt)
+
+    # -- extension: delay (scheduled messages) ------------------------------
+
+    def send_later(self, channel: str, message: dict[str, Any], delay: float) -> None:
+        """Store ``message`` in the layer, to be sent to ``channel`` in ``delay`` s.
+
+        The message is checked now (``InvalidChannelName``, ``InvalidMessage``,
+        ``MessageTooLarge``; a negative or non-finite ``delay`` raises
+        ``ValueError``). ``deliver_due`` moves it into ``channel`` once it is
+        due; its expiry counts from that due time.
+        """
+        names.validate_channel_name(channel)
+        if (isinstance(delay, bool) or not isinstance(delay, int | float)
+                or not math.isfinite(delay) or delay < 0):
+            raise ValueError(f"send_later delay must be a finite number of seconds >= 0, "
+                             f"got {delay!r}")
+        body = codec.encode(message, self.max_message_size)
+        queue = names.non_local_name(channel)
+        due_at = self.clock() + delay
+        self._send_later(channel, queue, body, due_at, due_at + self.expiry,
+                         self.get_capacity(queue))
+
+    def deliver_due(self, limit: int = DELIVER_DUE_LIMIT) -> int:
+        """Move up to ``limit`` due scheduled messages into their channels; return how many.
+
+        Earliest due first (ties in scheduling order), each move atomic, so
+        several processes may call this at once. A due message whose channel
+        is full stays scheduled and is tried again by the next call; one that
+        is still undelivered ``expiry`` s after its due time is dropped and
+        counted in ``messages_expired_count``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError(f"deliver_due limit must be a positive integer, got {limit!r}")
+        return self._deliver_due(self.clock(), limit)
+
+    def next_due(self) -> float | None:
+        """When (by the layer's clock) the earliest scheduled message is due; ``None``
+        when nothing is scheduled. A time in the past means ``deliver_due`` has work."""
+        return self._next_due()
+
     def close(self) -> None:
         """Release connections and files. The layer must not be used after."""
 
@@ -330,4 +478,39 @@ class BaseChannelLayer:
         raise NotImplementedError
 
     def _statistics(self, queue: str | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _receive_receipt(self, queues: list[str], timeout: float,
+                         acked: frozenset[str]) -> Popped | None:
+        """Pop like ``_receive``; messages of ``acked`` queues go in flight with a receipt.
+
+        This default serves backends written before the ``acks`` extension, as
+        long as no queue is at-least-once.
+        """
+        if acked:
+            raise NotImplementedError(f"{type(self).__name__} has no at-least-once delivery")
+        got = self._receive(queues, timeout)
+        return None if got is None else (got[0], got[1], None)
+
+    async def _receive_receipt_async(self, queues: list[str], timeout: float,
+                                     acked: frozenset[str]) -> Popped | None:
+        if acked:
+            raise NotImplementedError(f"{type(self).__name__} has no at-least-once delivery")
+        got = await self._receive_async(queues, timeout)
+        return None if got is None else (got[0], got[1], None)
+
+    def _ack(self, queue: str, key: str, now: float) -> bool:
+        raise NotImplementedError
+
+    async def _ack_async(self, queue: str, key: str, now: float) -> bool:
+        raise NotImplementedError
+
+    def _send_later(self, channel: str, queue: str, body: bytes, due_at: float,
+                    expires_at: float, capacity: int) -> None:
+        raise NotImplementedError
+
+    def _deliver_due(self, now: float, limit: int) -> int:
+        raise NotImplementedError
+
+    def _next_due(self) -> float | None:
         raise NotImplementedError

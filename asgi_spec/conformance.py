@@ -28,17 +28,26 @@ from typing import Any
 
 import pytest
 
+from asgi_spec.acks import Receipt
 from asgi_spec.base import STATISTICS_KEYS, BaseChannelLayer
 from asgi_spec.exceptions import (
     ChannelFull,
     InvalidChannelName,
     InvalidMessage,
+    LayerConfigError,
     MessageTooLarge,
 )
 from asgi_spec.testing import FakeClock
 
 #: How long the blocking tests let a receiver wait, in real seconds.
 SHORT_WAIT = 0.3
+
+#: The layer options of the at-least-once tests: ``sb.task.*`` and ``sb.job``
+#: are at-least-once, with a 30 s visibility timeout.
+ACK_OPTIONS: dict[str, Any] = {
+    "at_least_once": ["sb.task.*", re.compile(r"sb\.job")],
+    "ack_timeout": 30,
+}
 
 
 class ChannelLayerConformance:
@@ -77,8 +86,10 @@ class ChannelLayerConformance:
     # -- the basic API -----------------------------------------------------
 
     def test_extensions_are_declared(self, layer):
-        """The layer lists the groups, flush, statistics, async and registry extensions."""
-        assert {"groups", "flush", "statistics", "async", "registry"} <= set(layer.extensions)
+        """The layer lists the groups, flush, statistics, async, registry, acks and delay
+        extensions."""
+        assert {"groups", "flush", "statistics", "async", "registry", "acks",
+                "delay"} <= set(layer.extensions)
 
     def test_exceptions_are_layer_attributes(self, layer):
         """``layer.ChannelFull`` and ``layer.MessageTooLarge`` are the contract's classes."""
@@ -715,6 +726,387 @@ class ChannelLayerConformance:
         with pytest.raises(ChannelFull):
             asyncio.run(scenario())
 
+    # -- at-least-once delivery (acks) ---------------------------------------
+
+    @pytest.fixture
+    def acks_layer(self, make_layer) -> BaseChannelLayer:
+        return make_layer(**ACK_OPTIONS)
+
+    @staticmethod
+    def _take(layer: BaseChannelLayer, channel: str) -> tuple[Any, Any]:
+        """``(message, receipt)`` of one ``receive_with_receipt`` on ``channel``."""
+        got, message, receipt = layer.receive_with_receipt([channel])
+        assert got == (channel if message is not None else None)
+        return message, receipt
+
+    @pytest.mark.parametrize("options", [
+        {"at_least_once": [""]}, {"at_least_once": [42]}, {"at_least_once": 42},
+        {"at_least_once": {"sb.*": 1}}, {"ack_timeout": 0}, {"ack_timeout": -5},
+        {"ack_timeout": True}, {"ack_timeout": "soon"},
+    ])
+    def test_at_least_once_options_are_validated(self, make_layer, options):
+        """Bad ``at_least_once`` patterns and a non-positive ``ack_timeout`` raise
+        ``LayerConfigError`` naming the option."""
+        with pytest.raises(LayerConfigError, match=next(iter(options))):
+            make_layer(**options)
+
+    def test_at_least_once_patterns_match_normal_channels_only(self, make_layer):
+        """Globs, regexes and comma-separated globs select normal channels; ``?`` and ``!``
+        channels are never at-least-once."""
+        layer = make_layer(at_least_once="sb.task.*, sb.job")
+        assert layer.is_at_least_once("sb.task.a") and layer.is_at_least_once("sb.job")
+        assert not layer.is_at_least_once("sb.other")
+        assert not layer.is_at_least_once("sb.task.reply?abc")
+        assert not layer.is_at_least_once("sb.task.srv!abc")
+        assert not make_layer().is_at_least_once("sb.task.a")
+
+    def test_receipt_only_for_at_least_once_channels(self, acks_layer):
+        """``receive_with_receipt`` gives a ``Receipt`` (deliveries 1) for matching normal
+        channels only, and the message exactly as sent."""
+        layer = acks_layer
+        reply = layer.new_channel("sb.task.reply?")
+        for channel in ["sb.task.a", "sb.job", "sb.other", reply, "sb.task.srv!x"]:
+            layer.send(channel, {"on": channel})
+        for channel in ["sb.task.a", "sb.job"]:
+            message, receipt = self._take(layer, channel)
+            assert message == {"on": channel}
+            assert isinstance(receipt, Receipt) and isinstance(receipt, str)
+            assert receipt.deliveries == 1 and receipt.token == str(receipt)
+        for channel in ["sb.other", reply]:
+            assert self._take(layer, channel) == ({"on": channel}, None)
+        assert layer.receive_with_receipt(["sb.task.srv!"]) == (
+            "sb.task.srv!x", {"on": "sb.task.srv!x"}, None)
+        assert layer.receive_with_receipt(["sb.task.a", "sb.other"]) == (None, None, None)
+
+    def test_ack_removes_the_message(self, acks_layer, clock):
+        """An acknowledged message is gone for good; acknowledging it again returns False."""
+        acks_layer.send("sb.task.a", {"x": 1})
+        _, receipt = self._take(acks_layer, "sb.task.a")
+        assert acks_layer.ack(receipt) is True
+        assert acks_layer.ack(receipt) is False
+        clock.advance(31)
+        assert acks_layer.receive_with_receipt(["sb.task.a"]) == (None, None, None)
+
+    def test_in_flight_message_is_invisible_until_ack_timeout(self, acks_layer, clock):
+        """Until ``ack_timeout`` has passed, an unacknowledged message is delivered to
+        nobody, through either receive."""
+        acks_layer.send("sb.task.a", {"x": 1})
+        self._take(acks_layer, "sb.task.a")
+        clock.advance(29)
+        assert acks_layer.receive_with_receipt(["sb.task.a"]) == (None, None, None)
+        assert acks_layer.receive(["sb.task.a"]) == (None, None)
+
+    def test_unacknowledged_messages_come_back_at_the_head_in_order(self, acks_layer, clock):
+        """After ``ack_timeout`` unacknowledged messages are delivered again, in send order,
+        before newer messages of their channel."""
+        layer = acks_layer
+        for n in range(4):
+            layer.send("sb.task.a", {"n": n})
+        receipts = [self._take(layer, "sb.task.a")[1] for _ in range(3)]
+        assert layer.ack(receipts[1])
+        clock.advance(30)
+        layer.send("sb.task.a", {"n": 4})
+        got = [self._take(layer, "sb.task.a") for _ in range(4)]
+        assert [(message["n"], receipt.deliveries) for message, receipt in got] == [
+            (0, 2), (2, 2), (3, 1), (4, 1)]
+
+    def test_redeliveries_keep_send_order_across_timeouts(self, make_layer, clock):
+        """Messages whose timeouts pass at different times still come back in send order."""
+        layer = make_layer(**ACK_OPTIONS, expiry=200)
+        for n in range(3):
+            layer.send("sb.task.a", {"n": n})
+        self._take(layer, "sb.task.a")              # 0, due again at 30
+        clock.advance(10)
+        self._take(layer, "sb.task.a")              # 1, due again at 40
+        self._take(layer, "sb.task.a")              # 2, due again at 40
+        clock.advance(21)
+        assert self._take(layer, "sb.task.a")[0] == {"n": 0}  # taken again, due at 61
+        clock.advance(10)                           # 1 and 2 are back
+        clock.advance(20)                           # 0 is back, ahead of them
+        got = [self._take(layer, "sb.task.a") for _ in range(3)]
+        assert [(message["n"], receipt.deliveries) for message, receipt in got] == [
+            (0, 3), (1, 2), (2, 2)]
+
+    def test_deliveries_count_grows_and_message_is_unchanged(self, make_layer, clock):
+        """Each redelivery has a new receipt whose ``deliveries`` is one more; the message
+        itself never changes."""
+        acks_layer = make_layer(**ACK_OPTIONS, expiry=200)
+        acks_layer.send("sb.job", {"x": [1, b"2"]})
+        seen = []
+        for attempt in range(1, 4):
+            message, receipt = self._take(acks_layer, "sb.job")
+            assert message == {"x": [1, b"2"]}
+            assert receipt.deliveries == attempt
+            seen.append(receipt.token)
+            clock.advance(30)
+        assert len(set(seen)) == 3
+
+    def test_stale_receipt_cannot_ack_a_redelivered_message(self, acks_layer, clock):
+        """A receipt whose ``ack_timeout`` has passed acknowledges nothing; the new
+        delivery's receipt does."""
+        acks_layer.send("sb.task.a", {"x": 1})
+        _, first = self._take(acks_layer, "sb.task.a")
+        clock.advance(30)
+        assert acks_layer.ack(first) is False
+        _, second = self._take(acks_layer, "sb.task.a")
+        assert acks_layer.ack(first) is False
+        assert acks_layer.ack(second) is True
+        clock.advance(30)
+        assert acks_layer.receive(["sb.task.a"]) == (None, None)
+
+    def test_expired_message_is_not_redelivered(self, make_layer, clock):
+        """Expiry counts from the send: an unacknowledged message is never delivered after
+        it, and a late ack returns False; each such message counts as expired once."""
+        layer = make_layer(**ACK_OPTIONS, expiry=50)
+        layer.send("sb.task.a", {"n": 1})           # expires at 50
+        self._take(layer, "sb.task.a")
+        clock.advance(30)
+        _, again = self._take(layer, "sb.task.a")   # in flight until 60
+        assert again.deliveries == 2
+        clock.advance(30)                           # 60: it expired in flight
+        assert layer.receive_with_receipt(["sb.task.a"]) == (None, None, None)
+        assert layer.ack(again) is False
+        layer.send("sb.task.a", {"n": 2})           # expires at 110
+        clock.advance(25)
+        _, late = self._take(layer, "sb.task.a")    # in flight until 115
+        clock.advance(26)                           # 111: expired, not yet due again
+        assert layer.ack(late) is False
+        assert layer.receive_with_receipt(["sb.task.a"]) == (None, None, None)
+        assert layer.channel_statistics("sb.task.a")["messages_expired_count"] == 2
+
+    def test_plain_receive_acknowledges_at_once(self, acks_layer, clock):
+        """``receive`` on an at-least-once channel takes the message for good
+        (at-most-once for that call)."""
+        acks_layer.send("sb.task.a", {"x": 1})
+        assert acks_layer.receive(["sb.task.a"]) == ("sb.task.a", {"x": 1})
+        clock.advance(31)
+        assert acks_layer.receive_with_receipt(["sb.task.a"]) == (None, None, None)
+
+    def test_ack_of_an_unknown_receipt_returns_false(self, acks_layer):
+        """``ack`` of a receipt no layer made returns ``False``; a non-str raises
+        ``TypeError``."""
+        for receipt in ["", "nonsense", "sb.task.a@zzz", "sb.task.a@1.zzz", "srv!@1",
+                        "bad name@1", "sb.task.a@"]:
+            assert acks_layer.ack(receipt) is False
+        with pytest.raises(TypeError, match="receipt"):
+            acks_layer.ack(None)
+
+    def test_in_flight_messages_hold_capacity_but_are_not_pending(self, make_layer):
+        """In-flight messages count against capacity, not in ``messages_pending``; an ack
+        frees their room."""
+        layer = make_layer(**ACK_OPTIONS, capacity=2)
+        layer.send("sb.task.a", {"n": 1})
+        layer.send("sb.task.a", {"n": 2})
+        _, receipt = self._take(layer, "sb.task.a")
+        assert layer.channel_statistics("sb.task.a")["messages_pending"] == 1
+        with pytest.raises(ChannelFull):
+            layer.send("sb.task.a", {"n": 3})
+        assert layer.ack(receipt)
+        layer.send("sb.task.a", {"n": 3})
+
+    def test_receivers_never_share_an_in_flight_message(self, make_layer, clock):
+        """Concurrent ``receive_with_receipt`` threads each get a different message; after
+        ``ack_timeout`` all come back, in send order."""
+        layer = make_layer(**ACK_OPTIONS, capacity=1000)
+        self._race_in_flight([layer] * 4, total=200)
+        clock.advance(30)
+        got = [layer.receive(["sb.task.race"])[1] for _ in range(200)]
+        assert [message["n"] for message in got] == list(range(200))
+
+    @staticmethod
+    def _race_in_flight(layers: list[BaseChannelLayer], total: int) -> None:
+        for n in range(total):
+            layers[0].send("sb.task.race", {"n": n})
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def drain(layer: BaseChannelLayer) -> None:
+            while True:
+                channel, message, receipt = layer.receive_with_receipt(["sb.task.race"])
+                if channel is None:
+                    return
+                assert receipt is not None
+                with lock:
+                    got.append(message["n"])
+
+        threads = [threading.Thread(target=drain, args=(lay,)) for lay in layers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(got) == list(range(total))
+
+    def test_blocking_receive_with_receipt_wakes_on_send(self, acks_layer):
+        """A blocked ``receive_with_receipt`` on an at-least-once channel wakes on a send,
+        well before its timeout, and gets a receipt."""
+        result: list[Any] = []
+        reader = threading.Thread(target=lambda: result.append(
+            acks_layer.receive_with_receipt(["sb.other", "sb.task.w"], block=True, timeout=10)))
+        reader.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        acks_layer.send("sb.task.w", {"x": 1})
+        reader.join(10)
+        assert time.monotonic() - started < 2
+        [(channel, message, receipt)] = result
+        assert (channel, message, receipt.deliveries) == ("sb.task.w", {"x": 1}, 1)
+        assert acks_layer.ack(receipt)
+
+    def test_async_receive_with_receipt_and_ack(self, acks_layer, clock):
+        """``receive_with_receipt_async`` and ``ack_async`` work like their sync twins; a
+        send wakes the wait, and an unacknowledged message comes back."""
+
+        async def scenario() -> Any:
+            waiting = asyncio.ensure_future(
+                acks_layer.receive_with_receipt_async(["sb.task.a"], timeout=5))
+            await asyncio.sleep(0.05)
+            await acks_layer.send_async("sb.task.a", {"x": 1})
+            await acks_layer.send_async("sb.task.a", {"x": 2})
+            _, first, receipt = await waiting
+            assert (first, receipt.deliveries) == ({"x": 1}, 1)
+            assert await acks_layer.ack_async(receipt) is True
+            assert await acks_layer.ack_async(receipt) is False
+            _, second, dropped = await acks_layer.receive_with_receipt_async(
+                ["sb.task.a"], timeout=1)
+            assert second == {"x": 2}
+            clock.advance(30)
+            _, again, receipt = await acks_layer.receive_with_receipt_async(
+                ["sb.task.a"], timeout=1)
+            assert (again, receipt.deliveries) == ({"x": 2}, 2)
+            assert await acks_layer.ack_async(dropped) is False
+            return await acks_layer.receive_with_receipt_async(["sb.task.a"], timeout=0.1)
+
+        assert asyncio.run(scenario()) == (None, None, None)
+
+    # -- scheduled messages (delay) ----------------------------------------
+
+    def test_send_later_waits_until_due(self, layer, clock):
+        """A scheduled message is not in its channel before its delay has passed, and
+        ``deliver_due`` moves nothing early."""
+        assert layer.next_due() is None
+        layer.send_later("sb.later", {"x": 1}, 10)
+        assert layer.next_due() == pytest.approx(clock() + 10)
+        clock.advance(9)
+        assert layer.deliver_due() == 0
+        assert layer.receive(["sb.later"]) == (None, None)
+        clock.advance(1)
+        assert layer.deliver_due() == 1
+        assert layer.receive(["sb.later"]) == ("sb.later", {"x": 1})
+        assert layer.next_due() is None
+
+    def test_deliver_due_moves_messages_in_due_order(self, layer, clock):
+        """``deliver_due`` moves due messages earliest due first, ties in scheduling
+        order, behind what the channel already holds."""
+        layer.send_later("sb.later", {"n": "a"}, 5)
+        layer.send_later("sb.later", {"n": "b"}, 3)
+        layer.send_later("sb.later", {"n": "c"}, 3)
+        layer.send_later("srv!x", {"n": "d"}, 0)
+        layer.send("sb.later", {"n": "first"})
+        assert layer.next_due() == pytest.approx(clock())
+        clock.advance(5)
+        assert layer.deliver_due() == 4
+        got = [layer.receive(["sb.later"])[1]["n"] for _ in range(4)]
+        assert got == ["first", "b", "c", "a"]
+        assert layer.receive(["srv!"]) == ("srv!x", {"n": "d"})
+
+    def test_send_later_checks_its_input(self, make_layer):
+        """``send_later`` refuses bad names, bad messages, oversize messages and bad
+        delays, and schedules nothing."""
+        layer = make_layer(max_message_size=100)
+        with pytest.raises(InvalidChannelName):
+            layer.send_later("bad name", {"x": 1}, 1)
+        with pytest.raises(InvalidMessage):
+            layer.send_later("sb.later", {"x": object()}, 1)
+        with pytest.raises(MessageTooLarge):
+            layer.send_later("sb.later", {"x": b"x" * 200}, 1)
+        for delay in [-1, float("inf"), float("nan"), "5", True, None]:
+            with pytest.raises(ValueError, match="delay"):
+                layer.send_later("sb.later", {"x": 1}, delay)
+        for limit in [0, -1, 1.5, True]:
+            with pytest.raises(ValueError, match="limit"):
+                layer.deliver_due(limit)
+        assert layer.next_due() is None
+
+    def test_due_message_waits_for_room_in_a_full_channel(self, make_layer, clock):
+        """A due message whose channel is full stays scheduled; a later ``deliver_due``
+        moves it once there is room."""
+        layer = make_layer(capacity=1)
+        layer.send("sb.full", {"n": 1})
+        layer.send_later("sb.full", {"n": 2}, 1)
+        clock.advance(1)
+        assert layer.deliver_due() == 0
+        assert layer.next_due() is not None
+        assert layer.receive(["sb.full"]) == ("sb.full", {"n": 1})
+        assert layer.deliver_due() == 1
+        assert layer.receive(["sb.full"]) == ("sb.full", {"n": 2})
+
+    def test_delivered_message_expiry_counts_from_its_due_time(self, make_layer, clock):
+        """A scheduled message expires ``expiry`` s after its due time, not after
+        ``send_later``."""
+        layer = make_layer(expiry=10)
+        layer.send_later("sb.later", {"x": 1}, 100)
+        clock.advance(100)
+        assert layer.deliver_due() == 1
+        clock.advance(9)
+        assert layer.receive(["sb.later"]) == ("sb.later", {"x": 1})
+
+    def test_undelivered_scheduled_message_expires(self, make_layer, clock):
+        """A scheduled message still undelivered ``expiry`` s after its due time is dropped
+        and counted in ``messages_expired_count``."""
+        layer = make_layer(expiry=10)
+        layer.send_later("sb.later", {"x": 1}, 5)
+        clock.advance(16)
+        assert layer.deliver_due() == 0
+        assert layer.next_due() is None
+        assert layer.receive(["sb.later"]) == (None, None)
+        assert layer.channel_statistics("sb.later")["messages_expired_count"] == 1
+
+    def test_deliver_due_respects_its_limit(self, layer, clock):
+        """``deliver_due(limit)`` moves at most ``limit`` messages; the rest wait for the
+        next call."""
+        for n in range(3):
+            layer.send_later("sb.later", {"n": n}, 1)
+        clock.advance(1)
+        assert layer.deliver_due(2) == 2
+        assert layer.deliver_due() == 1
+        assert [layer.receive(["sb.later"])[1]["n"] for _ in range(3)] == [0, 1, 2]
+
+    def test_deliver_due_wakes_a_blocked_receiver(self, layer, clock):
+        """Moving a due message into a channel wakes a receiver blocked on it."""
+        layer.send_later("sb.later", {"x": 1}, 1)
+        clock.advance(1)
+        result: list[Any] = []
+        reader = threading.Thread(target=lambda: result.append(
+            layer.receive(["sb.later"], block=True, timeout=10)))
+        reader.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        assert layer.deliver_due() == 1
+        reader.join(10)
+        assert result == [("sb.later", {"x": 1})]
+        assert time.monotonic() - started < 2
+
+    def test_due_message_to_an_at_least_once_channel_gets_a_receipt(self, acks_layer, clock):
+        """A delivered scheduled message on an at-least-once channel is received with a
+        receipt like any other."""
+        acks_layer.send_later("sb.task.a", {"x": 1}, 1)
+        clock.advance(1)
+        assert acks_layer.deliver_due() == 1
+        message, receipt = self._take(acks_layer, "sb.task.a")
+        assert message == {"x": 1} and receipt.deliveries == 1
+
+    def test_flush_drops_scheduled_and_in_flight_messages(self, acks_layer, clock):
+        """``flush`` drops scheduled messages and in-flight ones too."""
+        acks_layer.send("sb.task.a", {"x": 1})
+        _, receipt = self._take(acks_layer, "sb.task.a")
+        acks_layer.send_later("sb.later", {"x": 1}, 1)
+        acks_layer.flush()
+        clock.advance(31)
+        assert acks_layer.next_due() is None
+        assert acks_layer.deliver_due() == 0
+        assert acks_layer.ack(receipt) is False
+        assert acks_layer.receive(["sb.task.a", "sb.later"]) == (None, None)
+
 
 class SharedLayerConformance(ChannelLayerConformance):
     """The suite for layers whose instances share storage (several processes).
@@ -758,3 +1150,56 @@ class SharedLayerConformance(ChannelLayerConformance):
         """Receivers on two instances, two threads each, get each message exactly once."""
         first, second = make_layer(capacity=1000), make_layer(capacity=1000)
         self._race([first, second, first, second], total=200)
+
+    def test_receipt_is_acknowledged_through_another_instance(self, make_layer, clock):
+        """A message taken through one instance is acknowledged through another, with the
+        receipt as plain text."""
+        first, second = make_layer(**ACK_OPTIONS), make_layer(**ACK_OPTIONS)
+        first.send("sb.task.a", {"x": 1})
+        _, _, receipt = first.receive_with_receipt(["sb.task.a"])
+        assert second.ack(str(receipt)) is True
+        clock.advance(31)
+        assert second.receive(["sb.task.a"]) == (None, None)
+
+    def test_unacknowledged_message_is_redelivered_to_another_instance(self, make_layer,
+                                                                      clock):
+        """A message that one instance took and never acknowledged (its worker died) is
+        delivered through another after ``ack_timeout``."""
+        first, second = make_layer(**ACK_OPTIONS), make_layer(**ACK_OPTIONS)
+        first.send("sb.task.a", {"x": 1})
+        first.receive_with_receipt(["sb.task.a"])
+        assert second.receive_with_receipt(["sb.task.a"]) == (None, None, None)
+        clock.advance(30)
+        channel, message, receipt = second.receive_with_receipt(["sb.task.a"])
+        assert (channel, message, receipt.deliveries) == ("sb.task.a", {"x": 1}, 2)
+
+    def test_in_flight_messages_are_not_shared_across_instances(self, make_layer):
+        """Receivers on two instances, two threads each, never get the same message while
+        it is in flight."""
+        first = make_layer(**ACK_OPTIONS, capacity=1000)
+        second = make_layer(**ACK_OPTIONS, capacity=1000)
+        self._race_in_flight([first, second, first, second], total=200)
+
+    def test_blocking_receive_with_receipt_wakes_on_send_from_another_layer(self, make_layer):
+        """A send through a second instance wakes a ``receive_with_receipt`` blocked on an
+        at-least-once channel in the first."""
+        first, second = make_layer(**ACK_OPTIONS), make_layer(**ACK_OPTIONS)
+        result: list[Any] = []
+        reader = threading.Thread(target=lambda: result.append(
+            first.receive_with_receipt(["sb.task.w"], block=True, timeout=10)))
+        reader.start()
+        time.sleep(0.05)
+        second.send("sb.task.w", {"x": 1})
+        reader.join(10)
+        assert [(channel, message) for channel, message, _ in result] == [
+            ("sb.task.w", {"x": 1})]
+
+    def test_scheduled_messages_outlive_the_scheduling_instance(self, make_layer, clock):
+        """A message scheduled through one instance is delivered by ``deliver_due`` on
+        another (a restarted delay server)."""
+        first, second = make_layer(), make_layer()
+        first.send_later("sb.later", {"x": 1}, 5)
+        assert second.next_due() == pytest.approx(clock() + 5)
+        clock.advance(5)
+        assert second.deliver_due() == 1
+        assert first.receive(["sb.later"]) == ("sb.later", {"x": 1})

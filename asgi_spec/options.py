@@ -8,6 +8,10 @@ from urllib.parse import parse_qsl
 
 from asgi_spec.exceptions import LayerConfigError
 
+#: Options whose query value is a list: comma-separated, and/or the key repeated
+#: (``?at_least_once=tasks.*,jobs.*`` or ``?at_least_once=tasks.*&at_least_once=jobs.*``).
+LIST_OPTIONS = frozenset({"at_least_once"})
+
 
 def parse_option(value: str) -> Any:
     """A query-string value as the int, float, bool or str it spells."""
@@ -24,11 +28,22 @@ def parse_option(value: str) -> Any:
     return value
 
 
+def parse_query(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Query ``(key, value)`` pairs as options; ``LIST_OPTIONS`` become lists of str."""
+    options: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in LIST_OPTIONS:
+            items = options.setdefault(key, [])
+            items.extend(part.strip() for part in value.split(",") if part.strip())
+        else:
+            options[key] = parse_option(value)
+    return options
+
+
 def split_options(url: str) -> tuple[str, dict[str, Any]]:
     """``url`` without its query string, and the query parsed into options."""
     bare, _, query = url.partition("?")
-    options = {key: parse_option(value) for key, value in parse_qsl(query)}
-    return bare, options
+    return bare, parse_query(parse_qsl(query))
 
 
 def check_options(cls: type, options: dict[str, Any]) -> None:

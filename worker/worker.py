@@ -7,6 +7,12 @@ flushed when the consumer returns and dropped when it raises). It never
 raises: consumer errors are logged with their traceback, a missing route is
 logged, ``ConsumeLater`` requeues the message with a bounded retry count, and
 layer errors are logged loudly and followed by a bounded exponential backoff.
+When the layer makes some of the worker's channels at-least-once (its
+``acks`` extension and ``at_least_once`` option), ``run_once`` receives with
+``receive_with_receipt`` and acknowledges a message once its consumer
+returned and its sends were flushed; a consumer that raised leaves it
+unacknowledged, so the layer delivers it again after its ``ack_timeout``
+(after ``max_retries`` failed deliveries it is acknowledged and given up).
 
 ``run()`` wraps it: N loop threads calling ``run_once(block=True)`` over the
 one layer, the main thread sending a registry heartbeat every few seconds,
@@ -32,6 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgi_spec import formats, names
+from asgi_spec.acks import wants_receipts
 from asgi_spec.registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, KIND_WORKER, has_registry
 from worker.async_runner import EventLoopThread
 from worker.backoff import Backoff
@@ -122,13 +129,19 @@ class Worker:
         self.processed = 0
         self.started_at = clock()
         self._warned_no_registry = False
+        self._receipts = wants_receipts(layer, self.channels)
 
     # -- the unit of work ---------------------------------------------------
 
     def run_once(self, block: bool = True) -> bool:
         """Receive and handle one message; ``False`` if none came (or the layer failed)."""
+        receipt = None
         try:
-            channel, content = self.layer.receive(self.channels, block=block)
+            if self._receipts:
+                channel, content, receipt = self.layer.receive_with_receipt(
+                    self.channels, block=block)
+            else:
+                channel, content = self.layer.receive(self.channels, block=block)
         except Exception as exc:
             self._layer_failed(exc)
             return False
@@ -138,11 +151,17 @@ class Worker:
             logger.warning("channel layer is reachable again; worker %s resumes", self.name)
         if channel is None:
             return False
-        self.handle(channel, content)
+        done = self.handle(channel, content)
+        if receipt is not None:
+            self._acknowledge(channel, receipt, done)
         return True
 
-    def handle(self, channel: str, content: dict[str, Any]) -> None:
-        """Route and run one received message. Never raises."""
+    def handle(self, channel: str, content: dict[str, Any]) -> bool:
+        """Route and run one received message. Never raises.
+
+        Returns ``False`` only when the consumer raised (so the message is
+        worth delivering again); a message no route matches counts as done.
+        """
         self._started(channel)
         try:
             message = Message(content, channel, self.layer)
@@ -150,17 +169,38 @@ class Worker:
         except Exception:
             logger.exception("cannot route a message on %r", channel)
             self._finished()
-            return
+            return True
         try:
             if found is None:
                 logger.warning("no route matched a message on %r (path=%r)",
                                channel, message.get("path"))
-                return
-            self._consume(message, *found)
+                return True
+            return self._consume(message, *found)
         finally:
             self._finished()
 
-    def _consume(self, message: Message, consumer: Any, kwargs: dict[str, Any]) -> None:
+    def _acknowledge(self, channel: str, receipt: Any, done: bool) -> None:
+        """Ack an at-least-once message, or leave it to be delivered again. Never raises."""
+        deliveries = getattr(receipt, "deliveries", 1)
+        if not done and deliveries <= self.max_retries:
+            logger.warning("a message on %r was not acknowledged (its consumer raised on "
+                           "delivery %d): the layer delivers it again after its ack timeout",
+                           channel, deliveries)
+            return
+        if not done:
+            logger.error("gave up on a message on %r: its consumer raised on %d deliveries "
+                         "(max_retries %d)", channel, deliveries, self.max_retries)
+        try:
+            acked = self.layer.ack(receipt)
+        except Exception as exc:
+            logger.error("could not acknowledge a message on %r (%s: %s): it may be "
+                         "delivered again", channel, type(exc).__name__, exc)
+            return
+        if not acked:
+            logger.warning("a message on %r was acknowledged too late (after the layer's ack "
+                           "timeout, or it expired): it may be delivered again", channel)
+
+    def _consume(self, message: Message, consumer: Any, kwargs: dict[str, Any]) -> bool:
         outbox = Outbox(self.layer, sleep=self._retry_sleep, retry_total=self.retry_total)
         channel = message.channel.name
         try:
@@ -180,8 +220,10 @@ class Worker:
                              _consumer_name(consumer), channel, message.get("path"))
             if self.debug and channel in _WEBSOCKET_OPEN:
                 self._reply(message, {"close": 1011})
+            return False
         else:
             outbox.flush()
+        return True
 
     def _requeue(self, message: Message) -> None:
         channel = message.channel.name

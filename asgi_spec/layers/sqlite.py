@@ -22,6 +22,18 @@ Async callers run each short transaction inline on a connection that never
 waits for a lock; if another process holds it, the operation moves to a
 helper thread, so the event loop never waits on a file lock. They wait for
 datagrams with ``loop.add_reader``.
+
+At-least-once queues (the ``acks`` extension): a message popped by
+``receive_with_receipt`` is not deleted; its row gets a ``deadline`` (now +
+``ack_timeout``), a fresh random ``token`` and ``deliveries + 1``, in the same
+transaction as the pop. Pops skip rows whose deadline lies ahead, so the
+message is invisible while in flight; ``ack`` deletes the row if the token
+matches and the deadline has not passed. Once it has, the row is simply
+visible again with its original ``id``: it comes back at the head of its
+queue, in send order, with no row moved. Expiry deletes in-flight rows like
+any other. Scheduled messages (the ``delay`` extension) are rows of their own
+table; ``deliver_due`` moves due rows into ``messages`` (new ids, so they
+queue behind what is there) in one transaction, then rings the queues.
 """
 
 from __future__ import annotations
@@ -44,7 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from asgi_spec import names
-from asgi_spec.base import STATISTICS_KEYS, BaseChannelLayer
+from asgi_spec.acks import make_receipt
+from asgi_spec.base import STATISTICS_KEYS, BaseChannelLayer, Popped
 from asgi_spec.exceptions import ChannelFull, LayerConfigError, LayerUnavailable
 from asgi_spec.options import check_options, split_options
 
@@ -59,7 +72,6 @@ CREATE TABLE IF NOT EXISTS messages (
     expires_at REAL NOT NULL,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, id);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at);
 CREATE TABLE IF NOT EXISTS memberships (
     grp TEXT NOT NULL,
@@ -75,6 +87,16 @@ CREATE TABLE IF NOT EXISTS processes (
     info BLOB NOT NULL,
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scheduled (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    due_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    capacity INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scheduled_by_due ON scheduled (due_at, id);
 CREATE TABLE IF NOT EXISTS counters (
     queue TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -82,6 +104,17 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (queue, name)
 ) WITHOUT ROWID;
 """
+
+#: Columns added to ``messages`` for at-least-once delivery (older files get them
+#: with ``ALTER TABLE`` when a layer opens them).
+_INFLIGHT_COLUMNS = {
+    "deadline": "REAL",
+    "deliveries": "INTEGER NOT NULL DEFAULT 0",
+    "token": "TEXT",
+}
+
+#: A row a pop may take: not in flight, or in flight past its deadline.
+_VISIBLE = "(deadline IS NULL OR deadline <= ?)"
 
 #: The ``counters.queue`` value holding the totals.
 _TOTAL = ""
@@ -190,8 +223,21 @@ class SQLiteChannelLayer(BaseChannelLayer):
         self._bells: list[_Doorbell] = []
         try:
             self._connection().executescript(_SCHEMA)
+            self._add_inflight_columns()
         except sqlite3.Error as exc:
             raise LayerUnavailable(f"cannot set up SQLite layer {self.path}: {exc}") from exc
+
+    def _add_inflight_columns(self) -> None:
+        """Give a file made before the ``acks`` extension its in-flight columns, and
+        the index that lets a pop skip in-flight rows without reading them."""
+        with self._transaction() as db:
+            have = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            for name, kind in _INFLIGHT_COLUMNS.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
+            db.execute("CREATE INDEX IF NOT EXISTS messages_by_queue_deadline "
+                       "ON messages (queue, id, deadline)")
+            db.execute("DROP INDEX IF EXISTS messages_by_queue")
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteChannelLayer:
@@ -268,36 +314,69 @@ class SQLiteChannelLayer(BaseChannelLayer):
             db.execute("DELETE FROM memberships WHERE channel = ?", (channel,))
 
     def _push(self, db: sqlite3.Connection, channel: str, queue: str, body: bytes,
-              now: float, capacity: int) -> bool:
+              now: float, capacity: int, expires_at: float | None = None) -> bool:
+        """Insert one message unless the queue (in-flight rows included) is full."""
         (pending,) = db.execute(
             "SELECT COUNT(*) FROM messages WHERE queue = ?", (queue,)
         ).fetchone()
         if pending >= capacity:
             return False
+        sent_at = now if expires_at is None else expires_at - self.expiry
         db.execute(
             "INSERT INTO messages (queue, channel, sent_at, expires_at, body) "
             "VALUES (?, ?, ?, ?, ?)",
-            (queue, channel, now, now + self.expiry, body),
+            (queue, channel, sent_at, sent_at + self.expiry if expires_at is None
+             else expires_at, body),
         )
         self._count(db, queue, "messages_count")
         return True
 
-    def _pop(self, queues: list[str]) -> tuple[str, bytes] | None:
+    def _pop(self, queues: list[str], acked: frozenset[str] = frozenset()) -> Popped | None:
         if self._kept:
             with self._lock:
                 for index, (channel, body) in enumerate(self._kept):
                     if names.non_local_name(channel) in queues:
                         del self._kept[index]
-                        return channel, body
+                        return channel, body, None
         marks = ",".join("?" * len(queues))
+        now = self.clock()
         with self._transaction() as db:
-            self._expire(db, self.clock())
+            self._expire(db, now)
+            if not acked:
+                row = db.execute(
+                    f"DELETE FROM messages WHERE id = (SELECT id FROM messages "
+                    f"WHERE queue IN ({marks}) AND {_VISIBLE} ORDER BY id LIMIT 1) "
+                    f"RETURNING channel, body",
+                    [*queues, now],
+                ).fetchone()
+                return None if row is None else (row[0], row[1], None)
             row = db.execute(
-                f"DELETE FROM messages WHERE id = (SELECT id FROM messages "
-                f"WHERE queue IN ({marks}) ORDER BY id LIMIT 1) RETURNING channel, body",
-                queues,
+                f"SELECT id, queue, channel, body, deliveries FROM messages "
+                f"WHERE queue IN ({marks}) AND {_VISIBLE} ORDER BY id LIMIT 1",
+                [*queues, now],
             ).fetchone()
-        return None if row is None else (row[0], row[1])
+            if row is None:
+                return None
+            row_id, queue, channel, body, deliveries = row
+            if queue not in acked:
+                db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+                return channel, body, None
+            token = names.random_suffix(12)
+            db.execute(
+                "UPDATE messages SET deadline = ?, deliveries = ?, token = ? WHERE id = ?",
+                (now + self.ack_timeout, deliveries + 1, token, row_id),
+            )
+        return channel, body, make_receipt(queue, f"{row_id}.{token}", deliveries + 1)
+
+    def _next_redelivery(self, queues: list[str]) -> float | None:
+        """Seconds until an in-flight message of ``queues`` is due again (``None``: none)."""
+        marks = ",".join("?" * len(queues))
+        now = self.clock()
+        (deadline,) = self._connection().execute(
+            f"SELECT MIN(deadline) FROM messages WHERE queue IN ({marks}) AND deadline > ?",
+            [*queues, now],
+        ).fetchone()
+        return None if deadline is None else max(deadline - now, 0.001)
 
     # -- storage hooks -----------------------------------------------------
 
@@ -324,23 +403,36 @@ class SQLiteChannelLayer(BaseChannelLayer):
         return bell
 
     def _receive(self, queues: list[str], timeout: float) -> tuple[str, bytes] | None:
+        got = self._receive_receipt(queues, timeout, frozenset())
+        return None if got is None else (got[0], got[1])
+
+    def _receive_receipt(self, queues: list[str], timeout: float,
+                         acked: frozenset[str]) -> Popped | None:
         if timeout <= 0:
-            return self._pop(queues)
+            return self._pop(queues, acked)
         bell = self._doorbell()
         wanted = set(queues)
         deadline = time.monotonic() + timeout
+        redeliverable = bool(self._acked(queues))
         bell.drain()
         while True:
-            got = self._pop(queues)
+            got = self._pop(queues, acked)
             remaining = deadline - time.monotonic()
             if got is not None or remaining <= 0:
                 return got
-            # Sleep until a datagram names one of our queues, or time runs out.
+            # Sleep until a datagram names one of our queues, an in-flight
+            # message is due again, or time runs out.
+            wake_at = deadline
+            if redeliverable:
+                redelivery = self._next_redelivery(queues)
+                if redelivery is not None:
+                    wake_at = min(deadline, time.monotonic() + redelivery)
+            remaining = wake_at - time.monotonic()
             while remaining > 0:
                 ready, _, _ = select.select([bell.sock], [], [], remaining)
                 if ready and bell.drain() & wanted:
                     break
-                remaining = deadline - time.monotonic()
+                remaining = wake_at - time.monotonic()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` for the event loop: inline unless the file is locked.
@@ -369,10 +461,16 @@ class SQLiteChannelLayer(BaseChannelLayer):
             raise
 
     def _keep_popped(self, future: asyncio.Future[Any]) -> None:
-        """A pop finished after its receive_async was cancelled: keep the message."""
+        """A pop finished after its receive_async was cancelled: keep the message.
+
+        A message popped in flight (with a receipt) is not kept: it is still
+        in the file and is delivered again after ``ack_timeout``.
+        """
         if not future.cancelled() and future.exception() is None and future.result():
-            with self._lock:
-                self._kept.append(future.result())
+            channel, body, receipt = future.result()
+            if receipt is None:
+                with self._lock:
+                    self._kept.append((channel, body))
 
     async def _send_async(self, channel: str, queue: str, body: bytes, expires_at: float,
                           capacity: int) -> None:
@@ -380,23 +478,88 @@ class SQLiteChannelLayer(BaseChannelLayer):
 
     async def _receive_async(self, queues: list[str],
                              timeout: float) -> tuple[str, bytes] | None:
+        got = await self._receive_receipt_async(queues, timeout, frozenset())
+        return None if got is None else (got[0], got[1])
+
+    async def _receive_receipt_async(self, queues: list[str], timeout: float,
+                                     acked: frozenset[str]) -> Popped | None:
         loop = asyncio.get_running_loop()
         bell = self._async_bells.get(loop)
         if bell is None:
             bell = self._async_bells[loop] = _AsyncBell(loop, self.wake_dir)
         deadline = loop.time() + timeout
         wanted = set(queues)
+        redeliverable = bool(self._acked(queues))
         while True:
             waiter = bell.waiter(wanted)
             try:
-                got = await self._run(self._pop, queues)
+                got = await self._run(self._pop, queues, acked)
                 remaining = deadline - loop.time()
                 if got is not None or remaining <= 0:
                     return got
+                if redeliverable:
+                    redelivery = self._next_redelivery(queues)
+                    if redelivery is not None:
+                        remaining = min(remaining, redelivery)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), remaining)
             finally:
                 bell.forget(waiter)
+
+    def _ack(self, queue: str, key: str, now: float) -> bool:
+        row_id, _, token = key.partition(".")
+        if not row_id.isdigit() or not token:
+            return False
+        with self._transaction() as db:
+            self._expire(db, now)
+            acked = db.execute(
+                "DELETE FROM messages WHERE id = ? AND queue = ? AND token = ? "
+                "AND deadline > ?",
+                (int(row_id), queue, token, now),
+            ).rowcount
+        return acked == 1
+
+    async def _ack_async(self, queue: str, key: str, now: float) -> bool:
+        return bool(await self._run(self._ack, queue, key, now))
+
+    def _send_later(self, channel: str, queue: str, body: bytes, due_at: float,
+                    expires_at: float, capacity: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO scheduled (queue, channel, due_at, expires_at, capacity, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (queue, channel, due_at, expires_at, capacity, body),
+            )
+
+    def _deliver_due(self, now: float, limit: int) -> int:
+        moved = 0
+        touched: set[str] = set()
+        with self._transaction() as db:
+            self._expire(db, now)
+            due = db.execute(
+                "SELECT id, queue, channel, expires_at, capacity FROM scheduled "
+                "WHERE due_at <= ? ORDER BY due_at, id", (now,)
+            ).fetchall()
+            for row_id, queue, channel, expires_at, capacity in due:
+                if moved >= limit:
+                    break
+                if expires_at <= now:
+                    self._count(db, queue, "messages_expired_count")
+                else:
+                    (body,) = db.execute(
+                        "SELECT body FROM scheduled WHERE id = ?", (row_id,)).fetchone()
+                    if not self._push(db, channel, queue, body, now, capacity, expires_at):
+                        continue  # its channel is full: it waits for the next call
+                    moved += 1
+                    touched.add(queue)
+                db.execute("DELETE FROM scheduled WHERE id = ?", (row_id,))
+        if touched:
+            self._ringer.ring(touched)
+        return moved
+
+    def _next_due(self) -> float | None:
+        (due_at,) = self._connection().execute("SELECT MIN(due_at) FROM scheduled").fetchone()
+        return due_at
 
     def _group_add(self, group: str, channel: str, now: float) -> None:
         with self._transaction() as db:
@@ -446,6 +609,7 @@ class SQLiteChannelLayer(BaseChannelLayer):
             db.execute("DELETE FROM memberships")
             db.execute("DELETE FROM counters")
             db.execute("DELETE FROM processes")
+            db.execute("DELETE FROM scheduled")
 
     def _register(self, kind: str, name: str, body: bytes, expires_at: float) -> None:
         with self._transaction() as db:
@@ -472,7 +636,8 @@ class SQLiteChannelLayer(BaseChannelLayer):
         now = self.clock()
         with self._transaction() as db:
             self._expire(db, now)
-            where, args = ("", ()) if queue is None else (" WHERE queue = ?", (queue,))
+            where, args = ((f" WHERE {_VISIBLE}", (now,)) if queue is None
+                           else (f" WHERE queue = ? AND {_VISIBLE}", (queue, now)))
             pending, oldest = db.execute(
                 f"SELECT COUNT(*), MIN(sent_at) FROM messages{where}", args
             ).fetchone()

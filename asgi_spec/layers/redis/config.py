@@ -9,7 +9,9 @@ Accepted forms::
 
 Query options are either layer options (``expiry``, ``capacity`` ...) or
 connection options (``socket_timeout`` ...); anything else is a
-``LayerConfigError`` that names the option and lists the allowed ones.
+``LayerConfigError`` that names the option and lists the allowed ones. The
+list option ``at_least_once`` takes comma-separated globs (a comma inside a
+query does not start a new sharded URL) and may be repeated.
 Passwords never appear in ``display`` strings or error messages.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from asgi_spec.exceptions import LayerConfigError
-from asgi_spec.options import parse_option
+from asgi_spec.options import LIST_OPTIONS, parse_option
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -29,6 +31,7 @@ DEFAULT_SENTINEL_PORT = 26379
 #: Options of the layer itself (the base layer's plus ``prefix``).
 LAYER_OPTIONS = frozenset({
     "prefix", "expiry", "group_expiry", "capacity", "max_message_size", "blocking_timeout",
+    "at_least_once", "ack_timeout",
 })
 
 #: redis-py connection options a URL may carry.
@@ -149,6 +152,10 @@ def _split_query(query: str, allowed: frozenset[str], where: str) -> dict[str, A
                 f"unknown option {key!r} in Redis layer URL {where}{hint}; "
                 f"allowed: {_allowed_list(allowed)}"
             )
+        if key in LIST_OPTIONS:
+            options.setdefault(key, []).extend(
+                part.strip() for part in value.split(",") if part.strip())
+            continue
         options[key] = value if key.startswith("ssl_") and key != "ssl_check_hostname" \
             else parse_option(value)
     return options
@@ -283,8 +290,7 @@ def parse_url(url: str) -> ParsedURL:
         )
     hosts: list[HostSpec] = []
     layer_options: dict[str, Any] = {}
-    for piece in url.split(","):
-        piece = piece.strip()
+    for piece in _host_urls(url):
         if "://" not in piece:
             raise LayerConfigError(
                 f"each sharded Redis host needs its own URL (redis://host:port/db), "
@@ -294,6 +300,19 @@ def parse_url(url: str) -> ParsedURL:
         hosts.append(spec)
         _merge_layer_options(layer_options, layer, redact(url))
     return ParsedURL(hosts=hosts, sentinel=None, layer_options=layer_options)
+
+
+def _host_urls(url: str) -> list[str]:
+    """The comma-separated URLs of ``url``; a comma inside a query string (a list
+    option such as ``at_least_once=tasks.*,jobs.*``) does not start a new URL."""
+    pieces: list[str] = []
+    for piece in url.split(","):
+        piece = piece.strip()
+        if pieces and "://" not in piece and "?" in pieces[-1]:
+            pieces[-1] += "," + piece
+        else:
+            pieces.append(piece)
+    return pieces
 
 
 def host_spec(host: Any) -> HostSpec:

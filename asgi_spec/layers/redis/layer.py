@@ -75,7 +75,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from asgi_spec import names
+from asgi_spec.acks import make_receipt
 from asgi_spec.base import BaseChannelLayer
+from asgi_spec.base import Popped as Delivery
 from asgi_spec.exceptions import ChannelFull, LayerConfigError, LayerUnavailable
 from asgi_spec.layers.redis import config
 from asgi_spec.layers.redis.ring import HashRing
@@ -86,6 +88,7 @@ from asgi_spec.layers.redis.scripts import (
     envelope_tail,
     make_envelope,
     read_envelope,
+    schedule_record,
 )
 from asgi_spec.options import check_options
 
@@ -116,7 +119,7 @@ RETRY_BASE = 0.05
 RETRY_CAP = 1.0
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError)
-Popped = tuple["_Shard", str, bytes]
+Popped = tuple["_Shard", str, bytes | None]  # envelope None: a bell (a wake-up)
 
 
 def _pack(*args: Any) -> list[bytes]:
@@ -375,6 +378,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self._single = len(self.shards) == 1
         self._qkey_start = len(self.prefix) + 2
         self._list_ttl = str(int((self.expiry + TTL_MARGIN) * 1000))
+        self._flight_ttl = str(int((max(self.expiry, self.ack_timeout) + TTL_MARGIN) * 1000))
+        self._bell_tag = f"{self.prefix}w:".encode()
         self._group_ttl = int((self.group_expiry + TTL_MARGIN) * 1000)
         self._turn = itertools.count()
         self._buffer: dict[str, deque[tuple[int, bytes]]] = {}
@@ -589,7 +594,7 @@ class RedisChannelLayer(BaseChannelLayer):
     def _send_args(self, channel: str, queue: str, body: bytes, expires_at: float,
                    capacity: int) -> list[Any]:
         envelope = make_envelope(expires_at, channel, self._encrypt(body))
-        return self._args(queue, envelope, capacity)
+        return self._args(queue, envelope, capacity, "1" if self.is_at_least_once(queue) else "0")
 
     def _sent(self, channel: str, capacity: int, reply: list[Any]) -> None:
         if not reply[0]:
@@ -625,6 +630,11 @@ class RedisChannelLayer(BaseChannelLayer):
         with self._buffer_lock:
             self._buffer.setdefault(queue, deque()).append((shard.index, envelope))
 
+    def _popped(self, shard: _Shard, key: bytes, envelope: bytes) -> Popped:
+        """A ``BLPOP`` result; the envelope is ``None`` when it was a bell (a wake-up)."""
+        bell = key.startswith(self._bell_tag)
+        return shard, key[self._qkey_start:].decode(), None if bell else envelope
+
     def _check_popped(self, popped: Popped) -> tuple[tuple[str, bytes] | None, list[Any]]:
         """Decide on a message popped outside Lua: ``(result, discard args)``."""
         _shard, queue, envelope = popped
@@ -633,51 +643,82 @@ class RedisChannelLayer(BaseChannelLayer):
             return None, self._args(queue, channel)
         return self._open(channel, body), []
 
-    def _accept(self, popped: Popped) -> tuple[str, bytes] | None:
+    def _accept(self, popped: Popped) -> Delivery | None:
         got, discard = self._check_popped(popped)
         if discard:
             shard = popped[0]
             reply = self._call(shard, "discard", discard, retry=True)
             self._apply_evictions(shard, reply[0])
-        return got
+        return None if got is None else (got[0], got[1], None)
 
-    def _pop_buffered(self, queues: list[str]) -> tuple[str, bytes] | None:
+    def _pop_buffered(self, queues: list[str]) -> Delivery | None:
         while (popped := self._take_buffered(queues)) is not None:
             got = self._accept(popped)
             if got is not None:
                 return got
         return None
 
-    def _pop_now(self, by_shard: dict[int, list[str]]) -> tuple[str, bytes] | None:
+    def _receive_args(self, queues: list[str], acked: frozenset[str]) -> tuple[str, list[Any]]:
+        """The receive script's token and arguments (each queue with its mode)."""
+        token = names.random_suffix(16) if acked else ""
+        now = self.clock()
+        args: list[Any] = [self.prefix, repr(float(now)), self._list_ttl, STATS_TTL, token,
+                           repr(float(now + self.ack_timeout)), self._flight_ttl]
+        for queue in queues:
+            args += [queue, "2" if queue in acked else
+                     "1" if self.is_at_least_once(queue) else "0"]
+        return token, args
+
+    def _delivery(self, item: bytes, token: str,
+                  deliveries: int) -> tuple[Delivery | None, list[Any]]:
+        """A popped item as ``(channel, body, receipt)``, or ``None`` and the ack
+        arguments that drop an in-flight item no key can decrypt."""
+        _, channel, body = read_envelope(item)
+        queue = names.non_local_name(channel)
+        opened = self._open(channel, body)
+        if opened is None:
+            return None, self._args(queue, token) if deliveries else []
+        receipt = make_receipt(queue, token, int(deliveries)) if deliveries else None
+        return (opened[0], opened[1], receipt), []
+
+    def _pop_now(self, by_shard: dict[int, list[str]],
+                 acked: frozenset[str] = frozenset()) -> Delivery | None:
         """One non-blocking pass: the oldest live message of each server in turn."""
         for index in self._rotated(list(by_shard)):
             shard = self.shards[index]
             queues = self._rotated(by_shard[index])
             while True:
-                found, envelope, evicted = self._call(
-                    shard, "receive", self._args(*queues), retry=True)
+                token, args = self._receive_args(queues, acked)
+                found, item, evicted, deliveries = self._call(
+                    shard, "receive", args, retry=True)
                 self._apply_evictions(shard, evicted)
                 if not found:
                     break
-                _, channel, body = read_envelope(envelope)
-                got = self._open(channel, body)
+                got, drop = self._delivery(item, token, deliveries)
                 if got is not None:
                     return got
+                if drop:
+                    self._call(shard, "ack", drop, retry=True)
         return None
 
     def _receive(self, queues: list[str], timeout: float) -> tuple[str, bytes] | None:
+        got = self._receive_receipt(queues, timeout, frozenset())
+        return None if got is None else (got[0], got[1])
+
+    def _receive_receipt(self, queues: list[str], timeout: float,
+                         acked: frozenset[str]) -> Delivery | None:
         self._check_open()
         got = self._pop_buffered(queues)
         if got is not None:
             return got
         by_shard = self._by_shard(queues)
         if timeout <= 0:
-            return self._pop_now(by_shard)
+            return self._pop_now(by_shard, acked)
         deadline = time.monotonic() + timeout
         delay = 0.0
         while True:
             try:
-                return self._receive_until(queues, by_shard, deadline)
+                return self._receive_until(queues, by_shard, deadline, acked)
             except LayerUnavailable as exc:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -688,8 +729,8 @@ class RedisChannelLayer(BaseChannelLayer):
                 time.sleep(min(delay, remaining))
 
     def _receive_until(self, queues: list[str], by_shard: dict[int, list[str]],
-                       deadline: float) -> tuple[str, bytes] | None:
-        got = self._pop_now(by_shard)
+                       deadline: float, acked: frozenset[str]) -> Delivery | None:
+        got = self._pop_now(by_shard, acked)
         while got is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -701,13 +742,20 @@ class RedisChannelLayer(BaseChannelLayer):
             else:
                 popped = self._race(by_shard, wait)
             if popped is not None:
-                got = self._accept(popped)
+                shard = popped[0]
+                if popped[2] is None:  # a bell: a message waits in an at-least-once queue
+                    got = self._pop_now({shard.index: by_shard[shard.index]}, acked)
+                else:
+                    got = self._accept(popped)
             if got is None:
                 got = self._pop_buffered(queues)
         return got
 
     def _blpop_keys(self, queues: list[str]) -> list[str]:
-        keys = [self._qkey(queue) for queue in queues]
+        """What a blocking pop waits on: each queue's list, or its bell list when
+        the queue is at-least-once (so its messages only leave Redis by script)."""
+        keys = [f"{self.prefix}w:{queue}" if self.is_at_least_once(queue)
+                else self._qkey(queue) for queue in queues]
         random.shuffle(keys)
         return keys
 
@@ -732,7 +780,7 @@ class RedisChannelLayer(BaseChannelLayer):
         if reply is None:
             return None
         key, envelope = reply
-        return shard, key[self._qkey_start:].decode(), envelope
+        return self._popped(shard, key, envelope)
 
     def _race(self, by_shard: dict[int, list[str]], wait: float) -> Popped | None:
         """Wait on every server at once; the first message wins (see module doc)."""
@@ -760,9 +808,17 @@ class RedisChannelLayer(BaseChannelLayer):
                     self.shards[index].client.client_unblock(cid)
             with race.cond:
                 race.cond.wait_for(lambda: race.pending == 0, timeout=0.05)
-        return self._race_outcome(race.results)
+        lost_bells: dict[_Shard, list[str]] = {}
+        winner = self._race_outcome(race.results, lost_bells)
+        for shard, queues in lost_bells.items():
+            with contextlib.suppress(LayerUnavailable):
+                self._call(shard, "ring", self._args(*queues), retry=True)
+        return winner
 
-    def _race_outcome(self, results: list[tuple[int, Any]]) -> Popped | None:
+    def _race_outcome(self, results: list[tuple[int, Any]],
+                      lost_bells: dict[_Shard, list[str]] | None = None) -> Popped | None:
+        """The winning pop; losing messages go to the local buffer, and the
+        queues whose bells losing waits took go to ``lost_bells``, to be rung again."""
         winner: Popped | None = None
         error: BaseException | None = None
         for index, result in results:
@@ -771,8 +827,12 @@ class RedisChannelLayer(BaseChannelLayer):
                 error = error or result
             elif result is not None:
                 key, envelope = result
+                popped = self._popped(shard, key, envelope)
                 if winner is None:
-                    winner = shard, key[self._qkey_start:].decode(), envelope
+                    winner = popped
+                elif popped[2] is None:
+                    if lost_bells is not None:
+                        lost_bells.setdefault(shard, []).append(popped[1])
                 else:
                     self._keep(shard, key, envelope)
         if winner is None and error is not None:
@@ -876,52 +936,60 @@ class RedisChannelLayer(BaseChannelLayer):
         await self._aapply_evictions(shard, reply[1])
         self._sent(channel, capacity, reply)
 
-    async def _aaccept(self, popped: Popped) -> tuple[str, bytes] | None:
+    async def _aaccept(self, popped: Popped) -> Delivery | None:
         got, discard = self._check_popped(popped)
         if discard:
             shard = popped[0]
             reply = await self._acall(shard, "discard", discard, retry=True)
             await self._aapply_evictions(shard, reply[0])
-        return got
+        return None if got is None else (got[0], got[1], None)
 
-    async def _apop_buffered(self, queues: list[str]) -> tuple[str, bytes] | None:
+    async def _apop_buffered(self, queues: list[str]) -> Delivery | None:
         while (popped := self._take_buffered(queues)) is not None:
             got = await self._aaccept(popped)
             if got is not None:
                 return got
         return None
 
-    async def _apop_now(self, by_shard: dict[int, list[str]]) -> tuple[str, bytes] | None:
+    async def _apop_now(self, by_shard: dict[int, list[str]],
+                        acked: frozenset[str] = frozenset()) -> Delivery | None:
         for index in self._rotated(list(by_shard)):
             shard = self.shards[index]
             queues = self._rotated(by_shard[index])
             while True:
-                found, envelope, evicted = await self._acall(
-                    shard, "receive", self._args(*queues), retry=True)
+                token, args = self._receive_args(queues, acked)
+                found, item, evicted, deliveries = await self._acall(
+                    shard, "receive", args, retry=True)
                 await self._aapply_evictions(shard, evicted)
                 if not found:
                     break
-                _, channel, body = read_envelope(envelope)
-                got = self._open(channel, body)
+                got, drop = self._delivery(item, token, deliveries)
                 if got is not None:
                     return got
+                if drop:
+                    await self._acall(shard, "ack", drop, retry=True)
         return None
 
     async def _receive_async(self, queues: list[str],
                              timeout: float) -> tuple[str, bytes] | None:
+        got = await self._receive_receipt_async(queues, timeout, frozenset())
+        return None if got is None else (got[0], got[1])
+
+    async def _receive_receipt_async(self, queues: list[str], timeout: float,
+                                     acked: frozenset[str]) -> Delivery | None:
         self._check_open()
         got = await self._apop_buffered(queues)
         if got is not None:
             return got
         by_shard = self._by_shard(queues)
         if timeout <= 0:
-            return await self._apop_now(by_shard)
+            return await self._apop_now(by_shard, acked)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.0
         while True:
             try:
-                return await self._areceive_until(queues, by_shard, deadline)
+                return await self._areceive_until(queues, by_shard, deadline, acked)
             except LayerUnavailable as exc:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -932,9 +1000,9 @@ class RedisChannelLayer(BaseChannelLayer):
                 await asyncio.sleep(min(delay, remaining))
 
     async def _areceive_until(self, queues: list[str], by_shard: dict[int, list[str]],
-                              deadline: float) -> tuple[str, bytes] | None:
+                              deadline: float, acked: frozenset[str]) -> Delivery | None:
         loop = asyncio.get_running_loop()
-        got = await self._apop_now(by_shard)
+        got = await self._apop_now(by_shard, acked)
         while got is None:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -946,7 +1014,11 @@ class RedisChannelLayer(BaseChannelLayer):
             else:
                 popped = await self._arace(by_shard, wait)
             if popped is not None:
-                got = await self._aaccept(popped)
+                shard = popped[0]
+                if popped[2] is None:  # a bell: a message waits in an at-least-once queue
+                    got = await self._apop_now({shard.index: by_shard[shard.index]}, acked)
+                else:
+                    got = await self._aaccept(popped)
             if got is None:
                 got = await self._apop_buffered(queues)
         return got
@@ -969,7 +1041,7 @@ class RedisChannelLayer(BaseChannelLayer):
         if reply is None:
             return None
         key, envelope = reply
-        return shard, key[self._qkey_start:].decode(), envelope
+        return self._popped(shard, key, envelope)
 
     async def _arace(self, by_shard: dict[int, list[str]], wait: float) -> Popped | None:
         """``_race`` with one task per server."""
@@ -1023,7 +1095,12 @@ class RedisChannelLayer(BaseChannelLayer):
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        return self._race_outcome(results)
+        lost_bells: dict[_Shard, list[str]] = {}
+        winner = self._race_outcome(results, lost_bells)
+        for shard, queues in lost_bells.items():
+            with contextlib.suppress(LayerUnavailable):
+                await self._acall(shard, "ring", self._args(*queues), retry=True)
+        return winner
 
     # -- groups ------------------------------------------------------------
 
@@ -1102,7 +1179,8 @@ class RedisChannelLayer(BaseChannelLayer):
         by_shard: dict[int, list[Any]] = defaultdict(list)
         for member in members:
             queue = names.non_local_name(member)
-            by_shard[self._ring.index_of(queue)] += [member, self.get_capacity(queue)]
+            by_shard[self._ring.index_of(queue)] += [
+                member, self.get_capacity(queue), "1" if self.is_at_least_once(queue) else "0"]
         calls = [(self.shards[index], SCRIPTS["push_many"], self._args(head, tail, *pairs))
                  for index, pairs in by_shard.items()]
         delivered = 0
@@ -1111,6 +1189,51 @@ class RedisChannelLayer(BaseChannelLayer):
             self._apply_evictions(shard, evicted)
             delivered += int(count)
         return delivered
+
+    # -- acks and delay ----------------------------------------------------
+
+    def _ack(self, queue: str, key: str, now: float) -> bool:
+        self._check_open()
+        shard = self._shard_of(queue)
+        acked, evicted = self._call(shard, "ack", self._args(queue, key), retry=True)
+        self._apply_evictions(shard, evicted)
+        return bool(acked)
+
+    async def _ack_async(self, queue: str, key: str, now: float) -> bool:
+        self._check_open()
+        shard = self._shard_of(queue)
+        acked, evicted = await self._acall(shard, "ack", self._args(queue, key), retry=True)
+        await self._aapply_evictions(shard, evicted)
+        return bool(acked)
+
+    def _send_later(self, channel: str, queue: str, body: bytes, due_at: float,
+                    expires_at: float, capacity: int) -> None:
+        self._check_open()
+        record = schedule_record(self.is_at_least_once(queue), capacity,
+                                 make_envelope(expires_at, channel, self._encrypt(body)))
+        ttl_ms = int((max(expires_at - self.clock(), 0) + TTL_MARGIN) * 1000)
+        self._call(self._shard_of(queue), "schedule",
+                   self._args(repr(float(due_at)), record, ttl_ms), retry=False)
+
+    def _deliver_due(self, now: float, limit: int) -> int:
+        self._check_open()
+        moved = 0
+        for shard in self._rotated(list(self.shards)):
+            if moved >= limit:
+                break
+            count, evicted = self._call(shard, "deliver", self._args(limit - moved),
+                                        retry=True)
+            self._apply_evictions(shard, evicted)
+            moved += int(count)
+        return moved
+
+    def _next_due(self) -> float | None:
+        self._check_open()
+        key = f"{self.prefix}sched"
+        firsts = [self._redis(shard, lambda client: client.zrange(key, 0, 0, withscores=True))
+                  for shard in self.shards]
+        due = [first[0][1] for first in firsts if first]
+        return min(due) if due else None
 
     # -- the process registry ----------------------------------------------
 

@@ -21,6 +21,44 @@ many and short-lived, so they count in the totals only.
 
 Key TTLs are garbage collection only, in real time with generous margins;
 every expiry decision is taken by comparing envelopes with ``now``.
+
+At-least-once queues (the ``acks`` extension), per normal queue ``Q``:
+
+* ``<prefix>f:Q`` -- sorted set of in-flight deliveries, token -> deadline;
+  ``<prefix>fd:Q`` -- hash, token -> the in-flight *item*.
+* An item is an envelope extended to a msgpack array of 5, ``[expires_at,
+  channel, body, order, deliveries]``: head byte ``0x95`` instead of ``0x93``
+  (so the fixed offsets above still hold), then two float64s at fixed offsets
+  from the end. ``order`` comes from ``<prefix>fn:Q`` (INCR) at the first
+  delivery and never changes; ``deliveries`` grows by one per delivery.
+* A receive that wants a receipt pops the head *inside the script* and moves
+  it, in the same script, into ``f:Q``/``fd:Q`` under a token the layer made
+  up, with deadline ``now + ack_timeout``. ``ack`` removes it if the deadline
+  has not passed. Every script that looks at ``Q`` first moves its due
+  in-flight items back to the list head: the redelivered items always form a
+  block at the head, which is re-sorted by ``order`` each time one joins, so
+  redeliveries keep their send order and come before newer messages.
+* Blocking without ever letting a message leave Redis outside a script:
+  ``<prefix>w:Q`` is a list of *bells*, kept exactly as long as ``q:Q`` by
+  the scripts that push to, pop from or requeue into an at-least-once queue
+  (the layer says which queues are, per call). A blocked receiver ``BLPOP``s
+  the bell list of an at-least-once queue (the message list of any other):
+  a popped bell is only a wake-up, and the message is then taken by the
+  receive script, registered in flight atomically. A bell lost with its
+  connection costs a wake-up, never a message. Every receive that treats a
+  queue as at-least-once adds it to the set ``<prefix>alo`` (a receiver
+  always pops once before it blocks), and every push to a queue in that set
+  rings, so senders need not share the receivers' options.
+
+In-flight items and a queue's capacity: in-flight items count against it
+(``LLEN + ZCARD``), and are not pending.
+
+Scheduled messages (the ``delay`` extension), per server: ``<prefix>sched``
+(sorted set, id -> due time), ``<prefix>sched:m`` (hash, id -> a 5-byte
+head ``[bell flag, capacity]`` + the envelope, stamped with due time +
+expiry) and ``<prefix>sched:n`` (the id counter; ids are zero-padded so
+ties keep scheduling order). A message is scheduled on the server of its
+queue, so ``DELIVER`` moves it into the queue atomically.
 """
 
 from __future__ import annotations
@@ -52,9 +90,14 @@ def make_envelope(expires_at: float, channel: str, body: bytes) -> bytes:
 
 
 def read_envelope(data: bytes) -> tuple[float, str, bytes]:
-    """``(expires_at, channel, body)`` of an envelope."""
-    expires_at, channel, body = msgpack.unpackb(data, raw=False)
-    return expires_at, channel, body
+    """``(expires_at, channel, body)`` of an envelope (or of an in-flight item)."""
+    items = msgpack.unpackb(data, raw=False)
+    return items[0], items[1], items[2]
+
+
+def schedule_record(bell: bool, capacity: int, envelope: bytes) -> bytes:
+    """A scheduled message as ``DELIVER`` reads it: flags, capacity, envelope."""
+    return struct.pack(">BI", 1 if bell else 0, capacity) + envelope
 
 
 _PREAMBLE = r"""
@@ -97,6 +140,82 @@ local function expires_of(envelope)
   return (struct.unpack('>d', envelope, 3))
 end
 
+local REDELIVERED = 0x95
+local FLOAT64 = string.char(0xcb)
+
+local function normal(queue)
+  return string.find(queue, '[%?!]') == nil
+end
+
+-- Items stored in the queue list or in flight: messages plus what the queue holds in flight.
+local function held(queue)
+  local n = redis.call('LLEN', P .. 'q:' .. queue)
+  if normal(queue) then n = n + redis.call('ZCARD', P .. 'f:' .. queue) end
+  return n
+end
+
+-- Receivers that treat a queue as at-least-once list it in <prefix>alo, so that
+-- every sender rings its bells, whatever the sender's own options say.
+local function rings(queue)
+  return normal(queue) and redis.call('SISMEMBER', P .. 'alo', queue) == 1
+end
+
+local function order_of(item)
+  return (struct.unpack('>d', item, #item - 16))
+end
+
+local function deliveries_of(item)
+  return (struct.unpack('>d', item, #item - 7))
+end
+
+-- Keep the bell list of an at-least-once queue no longer than the queue;
+-- with top_up, exactly as long (so every waiting message can wake a receiver).
+local function sync_bells(queue, top_up)
+  local qlen = redis.call('LLEN', P .. 'q:' .. queue)
+  local wkey = P .. 'w:' .. queue
+  local wlen = redis.call('LLEN', wkey)
+  if wlen > qlen then
+    if qlen == 0 then redis.call('DEL', wkey) else redis.call('LTRIM', wkey, 0, qlen - 1) end
+  elseif top_up and wlen < qlen then
+    local bells = {}
+    for i = 1, math.min(qlen - wlen, 500) do bells[i] = '1' end
+    redis.call('RPUSH', wkey, unpack(bells))
+    redis.call('PEXPIRE', wkey, LIST_TTL)
+  end
+end
+
+-- Move the in-flight items of a queue whose deadline passed back to the head.
+local function requeue(queue)
+  local fkey = P .. 'f:' .. queue
+  local due = redis.call('ZRANGEBYSCORE', fkey, '-inf', NOW, 'LIMIT', 0, 500)
+  if #due == 0 then return end
+  local dkey = P .. 'fd:' .. queue
+  local items = redis.call('HMGET', dkey, unpack(due))
+  redis.call('ZREM', fkey, unpack(due))
+  redis.call('HDEL', dkey, unpack(due))
+  local qkey = P .. 'q:' .. queue
+  local block = {}
+  for _, item in ipairs(items) do
+    if item then block[#block + 1] = item end
+  end
+  local head = redis.call('LINDEX', qkey, 0)
+  while head and string.byte(head, 1) == REDELIVERED do
+    block[#block + 1] = redis.call('LPOP', qkey)
+    head = redis.call('LINDEX', qkey, 0)
+  end
+  table.sort(block, function(a, b) return order_of(a) < order_of(b) end)
+  local batch = {}
+  for i = #block, 1, -1 do
+    batch[#batch + 1] = block[i]
+    if #batch == 500 or i == 1 then
+      redis.call('LPUSH', qkey, unpack(batch))
+      batch = {}
+    end
+  end
+  redis.call('PEXPIRE', qkey, LIST_TTL)
+  sync_bells(queue, true)
+end
+
 local function evict(channel)
   local key = P .. 'cg:' .. channel
   local groups = redis.call('SMEMBERS', key)
@@ -108,8 +227,10 @@ local function evict(channel)
   if #groups > 0 then redis.call('DEL', key) end
 end
 
--- Drop the expired head of a queue; return its first live envelope (or nil).
+-- Requeue due in-flight items, drop the expired head of a queue; return its
+-- first live envelope (or nil).
 local function expire(queue)
+  if normal(queue) then requeue(queue) end
   local key = P .. 'q:' .. queue
   local dropped = 0
   local head = redis.call('LINDEX', key, 0)
@@ -129,15 +250,15 @@ local function str_header(channel)
   return string.char(0xd9, n)
 end
 
--- Push one envelope per member; members is a list of {channel, capacity}.
--- Returns how many were delivered.
+-- Push one envelope per member; members is a list of {channel, capacity, bell}
+-- (bell: the queue is at-least-once). Returns how many were delivered.
 local function push_many(members, head, tail)
   local queues, order = {}, {}
   for _, member in ipairs(members) do
     local queue = queue_of(member[1])
     local entry = queues[queue]
     if not entry then
-      entry = {capacity = member[2], channels = {}}
+      entry = {capacity = member[2], bell = member[3], channels = {}}
       queues[queue] = entry
       order[#order + 1] = queue
     end
@@ -150,7 +271,7 @@ local function push_many(members, head, tail)
   for _, queue in ipairs(order) do
     local entry = queues[queue]
     local key = P .. 'q:' .. queue
-    local room = entry.capacity - redis.call('LLEN', key)
+    local room = entry.capacity - held(queue)
     local batch, dropped = {}, 0
     for _, channel in ipairs(entry.channels) do
       if not dead[channel] then
@@ -169,6 +290,7 @@ local function push_many(members, head, tail)
       redis.call('PEXPIRE', key, LIST_TTL)
       count(queue, 'messages_count', #batch)
       delivered = delivered + #batch
+      if entry.bell or rings(queue) then sync_bells(queue, true) end
     end
     if dropped > 0 then count(queue, 'group_send_dropped_count', dropped) end
   end
@@ -196,36 +318,159 @@ local function members_of(group, cutoff, expire_members)
 end
 """
 
-# ARGV[5] queue, [6] envelope, [7] capacity -> {1 sent | 0 full, evicted}
+# ARGV[5] queue, [6] envelope, [7] capacity, [8] '1' if at-least-once (ring)
+# -> {1 sent | 0 full, evicted}
 SEND = r"""
 local queue = ARGV[5]
 local key = P .. 'q:' .. queue
 expire(queue)
-if redis.call('LLEN', key) >= tonumber(ARGV[7]) then
+if held(queue) >= tonumber(ARGV[7]) then
   count(queue, 'channel_full_count', 1)
   return {0, evicted}
 end
 redis.call('RPUSH', key, ARGV[6])
 redis.call('PEXPIRE', key, LIST_TTL)
 count(queue, 'messages_count', 1)
+if ARGV[8] == '1' or rings(queue) then sync_bells(queue, true) end
 return {1, evicted}
 """
 
-# ARGV[5...] queues -> {index of the queue (0: none), envelope, evicted}
+# ARGV[5] token, [6] ack deadline, [7] in-flight key TTL (ms), [8...] queue, mode
+# pairs; mode '0' plain, '1' at-least-once (keep its bells in step), '2'
+# at-least-once and put the popped message in flight under the token.
+# -> {index of the queue (0: none), envelope or item, evicted, deliveries (0: not in flight)}
 # Pops the oldest live head among the queues; ties go to the earliest queue.
 RECEIVE = r"""
+local registered = false
+for i = 8, #ARGV, 2 do
+  if ARGV[i + 1] ~= '0' then
+    redis.call('SADD', P .. 'alo', ARGV[i])
+    registered = true
+  end
+end
+if registered then redis.call('EXPIRE', P .. 'alo', STATS_TTL) end
 local best, best_at = 0, nil
-for i = 5, #ARGV do
+for i = 8, #ARGV, 2 do
   local head = expire(ARGV[i])
   if head then
     local at = expires_of(head)
     if best_at == nil or at < best_at then best, best_at = i, at end
   end
 end
-if best == 0 then return {0, '', evicted} end
-local queue = ARGV[best]
-local envelope = redis.call('LPOP', P .. 'q:' .. queue)
-return {best - 4, envelope, evicted}
+if best == 0 then
+  for i = 8, #ARGV, 2 do
+    if ARGV[i + 1] ~= '0' then sync_bells(ARGV[i], false) end
+  end
+  return {0, '', evicted, 0}
+end
+local queue, mode = ARGV[best], ARGV[best + 1]
+local item = redis.call('LPOP', P .. 'q:' .. queue)
+local deliveries = 0
+if mode == '2' then
+  if string.byte(item, 1) == REDELIVERED then
+    deliveries = deliveries_of(item) + 1
+    item = string.sub(item, 1, -9) .. struct.pack('>d', deliveries)
+  else
+    deliveries = 1
+    local nkey = P .. 'fn:' .. queue
+    local order = redis.call('INCR', nkey)
+    redis.call('EXPIRE', nkey, STATS_TTL)
+    item = string.char(REDELIVERED) .. string.sub(item, 2)
+      .. FLOAT64 .. struct.pack('>d', order) .. FLOAT64 .. struct.pack('>d', 1)
+  end
+  local fkey, dkey = P .. 'f:' .. queue, P .. 'fd:' .. queue
+  redis.call('ZADD', fkey, ARGV[6], ARGV[5])
+  redis.call('HSET', dkey, ARGV[5], item)
+  redis.call('PEXPIRE', fkey, ARGV[7])
+  redis.call('PEXPIRE', dkey, ARGV[7])
+end
+if mode ~= '0' then sync_bells(queue, false) end
+return {(best - 6) / 2, item, evicted, deliveries}
+"""
+
+# ARGV[5] queue, [6] token -> {1 acknowledged | 0 not, evicted}
+ACK = r"""
+local queue, token = ARGV[5], ARGV[6]
+local fkey, dkey = P .. 'f:' .. queue, P .. 'fd:' .. queue
+local deadline = redis.call('ZSCORE', fkey, token)
+if not deadline then return {0, evicted} end
+if tonumber(deadline) <= NOW then
+  expire(queue)
+  return {0, evicted}
+end
+local item = redis.call('HGET', dkey, token)
+redis.call('ZREM', fkey, token)
+redis.call('HDEL', dkey, token)
+if item and expires_of(item) <= NOW then
+  count(queue, 'messages_expired_count', 1)
+  evict(channel_of(item))
+  return {0, evicted}
+end
+return {1, evicted}
+"""
+
+# ARGV[5...] queues: top their bell lists up (a wake-up popped by a losing wait).
+RING = r"""
+for i = 5, #ARGV do sync_bells(ARGV[i], true) end
+return 1
+"""
+
+# ARGV[5] due time, [6] record (schedule_record), [7] key TTL in ms (only lengthened)
+SCHEDULE = r"""
+local zkey, mkey, nkey = P .. 'sched', P .. 'sched:m', P .. 'sched:n'
+local id = string.format('%016d', redis.call('INCR', nkey))
+redis.call('ZADD', zkey, ARGV[5], id)
+redis.call('HSET', mkey, id, ARGV[6])
+for _, key in ipairs({zkey, mkey, nkey}) do
+  if redis.call('PTTL', key) < tonumber(ARGV[7]) then redis.call('PEXPIRE', key, ARGV[7]) end
+end
+return 1
+"""
+
+# ARGV[5] limit -> {moved, evicted}
+# Moves due scheduled messages into their queues, earliest first; one whose
+# queue is full stays, one past its expiry is dropped and counted.
+DELIVER = r"""
+local zkey, mkey = P .. 'sched', P .. 'sched:m'
+local limit = tonumber(ARGV[5])
+local moved, skipped = 0, 0
+while moved < limit do
+  local due = redis.call('ZRANGEBYSCORE', zkey, '-inf', NOW, 'LIMIT', skipped, 100)
+  if #due == 0 then break end
+  for _, id in ipairs(due) do
+    if moved >= limit then break end
+    local record = redis.call('HGET', mkey, id)
+    local done = true
+    if record then
+      local bell, capacity = struct.unpack('>BI4', record)
+      local envelope = string.sub(record, 6)
+      local channel = channel_of(envelope)
+      local queue = queue_of(channel)
+      if expires_of(envelope) <= NOW then
+        count(queue, 'messages_expired_count', 1)
+      else
+        expire(queue)
+        if held(queue) >= capacity then
+          done = false
+        else
+          local key = P .. 'q:' .. queue
+          redis.call('RPUSH', key, envelope)
+          redis.call('PEXPIRE', key, LIST_TTL)
+          count(queue, 'messages_count', 1)
+          if bell == 1 or rings(queue) then sync_bells(queue, true) end
+          moved = moved + 1
+        end
+      end
+    end
+    if done then
+      redis.call('ZREM', zkey, id)
+      redis.call('HDEL', mkey, id)
+    else
+      skipped = skipped + 1
+    end
+  end
+end
+return {moved, evicted}
 """
 
 # ARGV[5] queue, [6] channel: a message popped by BLPOP had expired -> {evicted}
@@ -250,18 +495,18 @@ GROUP_SEND = r"""
 local capacity = tonumber(ARGV[7])
 local members = {}
 for _, channel in ipairs(members_of(ARGV[5], ARGV[6], false)) do
-  members[#members + 1] = {channel, capacity}
+  members[#members + 1] = {channel, capacity, false}
 end
 local delivered = push_many(members, ARGV[8], ARGV[9])
 return {delivered, evicted}
 """
 
-# ARGV[5] envelope head, [6] envelope tail, [7...] channel, capacity pairs
-# -> {delivered, evicted}
+# ARGV[5] envelope head, [6] envelope tail, [7...] channel, capacity, bell
+# ('1': at-least-once) triples -> {delivered, evicted}
 PUSH_MANY = r"""
 local members = {}
-for i = 7, #ARGV, 2 do
-  members[#members + 1] = {ARGV[i], tonumber(ARGV[i + 1])}
+for i = 7, #ARGV, 3 do
+  members[#members + 1] = {ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'}
 end
 local delivered = push_many(members, ARGV[5], ARGV[6])
 return {delivered, evicted}
@@ -340,6 +585,10 @@ SCRIPTS = {
     for name, body in {
         "send": SEND,
         "receive": RECEIVE,
+        "ack": ACK,
+        "ring": RING,
+        "schedule": SCHEDULE,
+        "deliver": DELIVER,
         "discard": DISCARD,
         "group_members": GROUP_MEMBERS,
         "group_send": GROUP_SEND,
