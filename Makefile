@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench-layer docs clean
+.PHONY: run test lint bench bench-layer docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: $(VENV)/.installed-test  ## lint, then the whole test suite
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed-test  ## whole servers vs daphne 4 and uvicorn (--quick: make bench ARGS=--quick)
+	$(BIN)/python -m tests.bench.servers $(ARGS)
 
 bench-layer: $(VENV)/.installed-test  ## channel-layer benchmark (prints numbers; see docs/benchmarks)
 	$(BIN)/python -m tests.bench.layer

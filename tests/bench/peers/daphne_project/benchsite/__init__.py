@@ -1,0 +1,1 @@
+"""The benchmark's Channels 4 project (copied into .bench/ and run by daphne)."""

@@ -1,0 +1,5 @@
+from django.urls import path
+
+from benchsite.views import hello
+
+urlpatterns = [path("", hello)]
