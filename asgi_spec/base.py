@@ -63,6 +63,11 @@ STATISTICS_KEYS = (
 )
 
 
+def _check_batch(max_messages: Any) -> None:
+    if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+        raise ValueError(f"max_messages must be a positive int, got {max_messages!r}")
+
+
 def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
@@ -83,6 +88,10 @@ class BaseChannelLayer:
       raises ``ChannelFull`` (100);
     * ``channel_capacity`` -- ``{glob or compiled regex: capacity}``, first
       match wins, overriding ``capacity`` for matching channels;
+    * ``process_capacity`` -- capacity of a process-specific queue ``srv!``,
+      shared by every ``srv!local`` channel of one process (100,000: an
+      interface server with thousands of connections must not drop a group
+      broadcast); a ``channel_capacity`` rule matching ``srv!`` wins;
     * ``max_message_size`` -- bytes of encoded message before ``send`` raises
       ``MessageTooLarge`` (1 MiB);
     * ``blocking_timeout`` -- how long ``receive(..., block=True)`` waits (1 s);
@@ -114,6 +123,7 @@ class BaseChannelLayer:
         group_expiry: float = 86400,
         capacity: int = 100,
         channel_capacity: Mapping[Any, int] | None = None,
+        process_capacity: int = 100_000,
         max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE,
         blocking_timeout: float = 1.0,
         clock: Clock | None = None,
@@ -123,9 +133,11 @@ class BaseChannelLayer:
         self.expiry = _positive("expiry", expiry)
         self.group_expiry = _positive("group_expiry", group_expiry)
         self.capacity = _positive("capacity", capacity, integer=True)
+        self.process_capacity = _positive("process_capacity", process_capacity, integer=True)
         self.max_message_size = _positive("max_message_size", max_message_size, integer=True)
         self.blocking_timeout = _positive("blocking_timeout", blocking_timeout)
-        self.capacity_rules = CapacityRules(self.capacity, channel_capacity or {})
+        self.capacity_rules = CapacityRules(self.capacity, channel_capacity or {},
+                                            self.process_capacity)
         self.clock: Clock = clock or time.time
         self.at_least_once_rules = AtLeastOnceRules(at_least_once)
         self.ack_timeout = _positive("ack_timeout", ack_timeout)
@@ -161,6 +173,24 @@ class BaseChannelLayer:
         return got[0], codec.decode(got[1])
 
     receive_many = receive  # the pre-asgiref-1.0 name, still called by 1.x code
+
+    def receive_batch(
+        self, channels: Iterable[str], max_messages: int = 100, block: bool = False, *,
+        timeout: float | None = None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Pop up to ``max_messages`` waiting messages from ``channels`` at once.
+
+        Waits (with ``block``, like ``receive``) only for the first; then
+        takes what else is already there, in the order ``receive`` would.
+        Meant for a channel's only reader -- an interface server draining its
+        ``prefix!`` queue: on a shared channel it takes messages that other
+        readers would have had. Each message is returned at most once.
+        """
+        queues = self._receive_queues(channels)
+        _check_batch(max_messages)
+        wait = 0.0 if not block else self.blocking_timeout if timeout is None else max(timeout, 0)
+        return [(channel, codec.decode(body))
+                for channel, body in self._receive_batch(queues, max_messages, wait)]
 
     def new_channel(self, pattern: str) -> str:
         """A new, unused single-reader channel name: ``pattern`` plus a random id."""
@@ -284,6 +314,17 @@ class BaseChannelLayer:
         if got is None:
             return None, None
         return got[0], codec.decode(got[1])
+
+    async def receive_batch_async(
+        self, channels: Iterable[str], max_messages: int = 100, *,
+        timeout: float | None = None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """``receive_batch`` for asyncio callers: waits up to ``timeout`` for the first."""
+        queues = self._receive_queues(channels)
+        _check_batch(max_messages)
+        wait = self.blocking_timeout if timeout is None else max(timeout, 0)
+        return [(channel, codec.decode(body))
+                for channel, body in await self._receive_batch_async(queues, max_messages, wait)]
 
     # -- extension: acks (at-least-once delivery) ---------------------------
 
@@ -452,6 +493,26 @@ class BaseChannelLayer:
     async def _receive_async(self, queues: list[str],
                              timeout: float) -> tuple[str, bytes] | None:
         raise NotImplementedError
+
+    def _receive_batch(self, queues: list[str], max_messages: int,
+                       timeout: float) -> list[tuple[str, bytes]]:
+        """One (possibly blocking) receive, then non-blocking ones; backends may batch."""
+        first = self._receive(queues, timeout)
+        got = [] if first is None else [first]
+        while 0 < len(got) < max_messages and (more := self._receive(queues, 0)) is not None:
+            got.append(more)
+        return got
+
+    async def _receive_batch_async(self, queues: list[str], max_messages: int,
+                                   timeout: float) -> list[tuple[str, bytes]]:
+        first = await self._receive_async(queues, timeout)
+        got = [] if first is None else [first]
+        while 0 < len(got) < max_messages:
+            more = await self._receive_async(queues, 0)
+            if more is None:
+                break
+            got.append(more)
+        return got
 
     def _group_add(self, group: str, channel: str, now: float) -> None:
         raise NotImplementedError

@@ -1,7 +1,10 @@
 """Per-channel capacity: a default plus ``{glob or regex: capacity}`` rules.
 
 Rules are tried in the mapping's order and the first match wins, so a
-specific pattern listed before a broad one takes precedence. Globs use
+specific pattern listed before a broad one takes precedence. A process-specific
+queue (``srv!``) that no rule matches gets ``process_default``: it holds the
+messages of every connection of one process, so it needs far more room than
+one channel. Globs use
 ``fnmatch`` syntax (``http.request.body?*`` needs ``[?]`` to match a literal
 ``?``); compiled regexes are matched with ``fullmatch``.
 """
@@ -43,8 +46,10 @@ def compile_rules(rules: Mapping[Any, int]) -> tuple[tuple[re.Pattern[str], int]
 class CapacityRules:
     """Answers "how many messages may this channel hold?" (cached per name)."""
 
-    def __init__(self, default: int, rules: Mapping[Any, int]) -> None:
+    def __init__(self, default: int, rules: Mapping[Any, int],
+                 process_default: int | None = None) -> None:
         self.default = default
+        self.process_default = process_default or default
         self.rules = compile_rules(rules)
         self.for_channel = lru_cache(maxsize=4096)(self._lookup)
 
@@ -52,4 +57,4 @@ class CapacityRules:
         for regex, capacity in self.rules:
             if regex.fullmatch(name):
                 return capacity
-        return self.default
+        return self.process_default if name.endswith("!") else self.default

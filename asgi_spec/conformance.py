@@ -220,12 +220,80 @@ class ChannelLayerConformance:
         assert [layer.receive(["srv!"])[1]["n"] for _ in range(12)] == list(range(12))
 
     def test_process_prefix_shares_capacity(self, make_layer):
-        """Capacity of ``srv!a`` and ``srv!b`` is shared on ``srv!``."""
-        layer = make_layer(capacity=3)
+        """Capacity of ``srv!a`` and ``srv!b`` is shared on ``srv!`` (``process_capacity``)."""
+        layer = make_layer(process_capacity=3)
         for local in "abc":
             layer.send(f"srv!{local}", {"x": 1})
         with pytest.raises(ChannelFull):
             layer.send("srv!d", {"x": 1})
+
+    def test_process_queues_have_room_for_many_connections(self, make_layer):
+        """A ``srv!`` queue holds ``process_capacity`` messages (100,000 by default), far
+        beyond one channel's ``capacity``; a ``channel_capacity`` rule still wins."""
+        layer = make_layer(capacity=2)
+        assert layer.get_capacity("srv!conn") == 100_000
+        for n in range(50):
+            layer.send(f"srv!c{n}", {"n": n})
+        assert make_layer(channel_capacity={"srv!": 5}).get_capacity("srv!x") == 5
+
+    def test_group_send_to_many_connections_of_one_process(self, make_layer):
+        """A broadcast to 300 sockets of one server reaches all of them with the
+        default capacities: none is dropped for want of room in ``srv!``."""
+        layer = make_layer()
+        for n in range(300):
+            layer.group_add("crowd", f"srv!c{n}")
+        assert layer.send_group("crowd", {"x": 1}) == 300
+        assert len(layer.receive_batch(["srv!"], 1000)) == 300
+
+    # -- batches -----------------------------------------------------------
+
+    def test_receive_batch_takes_what_is_waiting_in_order(self, layer):
+        """``receive_batch`` returns up to ``max_messages`` messages in receive order."""
+        for n in range(5):
+            layer.send(f"srv!c{n % 2}", {"n": n})
+        first = layer.receive_batch(["srv!"], 3)
+        assert [message["n"] for _, message in first] == [0, 1, 2]
+        assert [channel for channel, _ in first] == ["srv!c0", "srv!c1", "srv!c0"]
+        assert [m["n"] for _, m in layer.receive_batch(["srv!"], 3)] == [3, 4]
+        assert layer.receive_batch(["srv!"], 3) == []
+
+    def test_receive_batch_drops_expired_messages(self, make_layer, clock):
+        """Expired messages are not part of a batch."""
+        layer = make_layer(expiry=10)
+        layer.send("srv!a", {"n": 1})
+        clock.advance(6)
+        layer.send("srv!a", {"n": 2})
+        clock.advance(6)
+        assert layer.receive_batch(["srv!"], 10) == [("srv!a", {"n": 2})]
+
+    def test_receive_batch_blocks_for_the_first_message(self, layer):
+        """A blocking batch waits for a first message, and times out with ``[]``."""
+        assert layer.receive_batch(["srv!"], 5, block=True, timeout=SHORT_WAIT) == []
+        timer = threading.Timer(0.05, layer.send, ("srv!late", {"x": 1}))
+        timer.start()
+        try:
+            assert layer.receive_batch(["srv!"], 5, block=True, timeout=5) == [
+                ("srv!late", {"x": 1})]
+        finally:
+            timer.join()
+
+    def test_receive_batch_async(self, layer):
+        """``receive_batch_async`` waits without blocking the loop and returns the batch."""
+
+        async def scenario() -> Any:
+            waiting = asyncio.ensure_future(layer.receive_batch_async(["srv!"], 10, timeout=5))
+            await asyncio.sleep(0.05)
+            await layer.send_async("srv!a", {"n": 1})
+            return await waiting
+
+        got = asyncio.run(scenario())
+        assert got[0] == ("srv!a", {"n": 1})
+
+    @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10"])
+    def test_receive_batch_checks_max_messages(self, layer, bad):
+        """``max_messages`` must be a positive int."""
+        with pytest.raises(ValueError, match="max_messages"):
+            layer.receive_batch(["srv!"], bad)
 
     # -- values ------------------------------------------------------------
 

@@ -368,6 +368,22 @@ class SQLiteChannelLayer(BaseChannelLayer):
             )
         return channel, body, make_receipt(queue, f"{row_id}.{token}", deliveries + 1)
 
+    def _pop_many(self, queues: list[str], limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` waiting messages of at-most-once ``queues``, in one transaction."""
+        if limit <= 0:
+            return []
+        marks = ",".join("?" * len(queues))
+        now = self.clock()
+        with self._transaction() as db:
+            self._expire(db, now)
+            rows = db.execute(
+                f"DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                f"WHERE queue IN ({marks}) AND {_VISIBLE} ORDER BY id LIMIT ?) "
+                f"RETURNING id, channel, body",
+                [*queues, now, limit],
+            ).fetchall()
+        return [(channel, body) for _, channel, body in sorted(rows)]
+
     def _next_redelivery(self, queues: list[str]) -> float | None:
         """Seconds until an in-flight message of ``queues`` is due again (``None``: none)."""
         marks = ",".join("?" * len(queues))
@@ -405,6 +421,11 @@ class SQLiteChannelLayer(BaseChannelLayer):
     def _receive(self, queues: list[str], timeout: float) -> tuple[str, bytes] | None:
         got = self._receive_receipt(queues, timeout, frozenset())
         return None if got is None else (got[0], got[1])
+
+    def _receive_batch(self, queues: list[str], max_messages: int,
+                       timeout: float) -> list[tuple[str, bytes]]:
+        first = self._receive(queues, timeout)
+        return [] if first is None else [first, *self._pop_many(queues, max_messages - 1)]
 
     def _receive_receipt(self, queues: list[str], timeout: float,
                          acked: frozenset[str]) -> Popped | None:
@@ -480,6 +501,13 @@ class SQLiteChannelLayer(BaseChannelLayer):
                              timeout: float) -> tuple[str, bytes] | None:
         got = await self._receive_receipt_async(queues, timeout, frozenset())
         return None if got is None else (got[0], got[1])
+
+    async def _receive_batch_async(self, queues: list[str], max_messages: int,
+                                   timeout: float) -> list[tuple[str, bytes]]:
+        first = await self._receive_async(queues, timeout)
+        if first is None:
+            return []
+        return [first, *await self._run(self._pop_many, queues, max_messages - 1)]
 
     async def _receive_receipt_async(self, queues: list[str], timeout: float,
                                      acked: frozenset[str]) -> Popped | None:

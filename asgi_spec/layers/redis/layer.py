@@ -26,7 +26,7 @@ How this works:
 * Groups. A sorted set per group (channel -> add time) and, on the channel's
   server, a set per channel of its groups, so that a channel whose message
   expires unread is evicted from all its groups. ``send_group`` on a single
-  server with one capacity for all channels is one script, one round trip,
+  server with no ``channel_capacity`` rules is one script, one round trip,
   however many members; otherwise it reads the members, then runs one push
   script per server, pipelined across servers.
 * Timeouts. A blocking receive returns once its timeout has passed on the
@@ -705,6 +705,38 @@ class RedisChannelLayer(BaseChannelLayer):
         got = self._receive_receipt(queues, timeout, frozenset())
         return None if got is None else (got[0], got[1])
 
+    def _receive_batch(self, queues: list[str], max_messages: int,
+                       timeout: float) -> list[tuple[str, bytes]]:
+        """The first message as ``receive`` gets it, then the rest in one script per server."""
+        first = self._receive(queues, timeout)
+        if first is None:
+            return []
+        got = [first]
+        while len(got) < max_messages and (kept := self._pop_buffered(queues)) is not None:
+            got.append(kept[:2])
+        for shard, args in self._receive_many_calls(queues, max_messages - len(got)):
+            envelopes, evicted = self._call(shard, "receive_many", args, retry=True)
+            self._apply_evictions(shard, evicted)
+            got += self._opened(envelopes)
+        return got
+
+    def _receive_many_calls(self, queues: list[str],
+                            room: int) -> list[tuple[_Shard, list[Any]]]:
+        plain = [queue for queue in queues if not self.is_at_least_once(queue)]
+        if room <= 0 or not plain:
+            return []
+        return [(self.shards[index], self._args(room, *shard_queues))
+                for index, shard_queues in self._by_shard(plain).items()]
+
+    def _opened(self, envelopes: list[bytes]) -> list[tuple[str, bytes]]:
+        opened = []
+        for envelope in envelopes:
+            _, channel, body = read_envelope(envelope)
+            message = self._open(channel, body)
+            if message is not None:
+                opened.append(message)
+        return opened
+
     def _receive_receipt(self, queues: list[str], timeout: float,
                          acked: frozenset[str]) -> Delivery | None:
         self._check_open()
@@ -975,6 +1007,20 @@ class RedisChannelLayer(BaseChannelLayer):
         got = await self._receive_receipt_async(queues, timeout, frozenset())
         return None if got is None else (got[0], got[1])
 
+    async def _receive_batch_async(self, queues: list[str], max_messages: int,
+                                   timeout: float) -> list[tuple[str, bytes]]:
+        first = await self._receive_async(queues, timeout)
+        if first is None:
+            return []
+        got = [first]
+        while len(got) < max_messages and (kept := await self._apop_buffered(queues)):
+            got.append(kept[:2])
+        for shard, args in self._receive_many_calls(queues, max_messages - len(got)):
+            envelopes, evicted = await self._acall(shard, "receive_many", args, retry=True)
+            await self._aapply_evictions(shard, evicted)
+            got += self._opened(envelopes)
+        return got
+
     async def _receive_receipt_async(self, queues: list[str], timeout: float,
                                      acked: frozenset[str]) -> Delivery | None:
         self._check_open()
@@ -1170,7 +1216,8 @@ class RedisChannelLayer(BaseChannelLayer):
         if self._single and not self.capacity_rules.rules:
             shard = self.shards[0]
             delivered, evicted = self._call(
-                shard, "group_send", self._args(group, cutoff, self.capacity, head, tail),
+                shard, "group_send",
+                self._args(group, cutoff, self.capacity, head, tail, self.process_capacity),
                 retry=False)
             return int(delivered)
         members = self._members(group, now, expire_here=self._single)

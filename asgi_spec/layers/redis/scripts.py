@@ -488,17 +488,41 @@ local members = members_of(ARGV[5], ARGV[6], ARGV[7] == '1')
 return {members, evicted}
 """
 
-# Single server, one capacity for all: the whole group send in one round trip.
-# ARGV[5] group, [6] cutoff, [7] capacity, [8] envelope head, [9] envelope tail
-# -> {delivered, evicted}
+# Single server, no capacity rules: the whole group send in one round trip.
+# ARGV[5] group, [6] cutoff, [7] capacity, [8] envelope head, [9] envelope tail,
+# [10] capacity of process-specific queues -> {delivered, evicted}
 GROUP_SEND = r"""
-local capacity = tonumber(ARGV[7])
+local capacity, process_capacity = tonumber(ARGV[7]), tonumber(ARGV[10])
 local members = {}
 for _, channel in ipairs(members_of(ARGV[5], ARGV[6], false)) do
-  members[#members + 1] = {channel, capacity, false}
+  local cap = capacity
+  if string.find(channel, '!', 1, true) then cap = process_capacity end
+  members[#members + 1] = {channel, cap, false}
 end
 local delivered = push_many(members, ARGV[8], ARGV[9])
 return {delivered, evicted}
+"""
+
+# Up to ARGV[5] live messages from the queues ARGV[6...] (none at-least-once),
+# oldest first, as receive would take them one by one -> {envelopes, evicted}
+RECEIVE_MANY = r"""
+local max = tonumber(ARGV[5])
+local heads, out = {}, {}
+for i = 6, #ARGV do heads[i] = expire(ARGV[i]) end
+while #out < max do
+  local best, best_at = nil, nil
+  for i = 6, #ARGV do
+    local head = heads[i]
+    if head then
+      local at = expires_of(head)
+      if best_at == nil or at < best_at then best, best_at = i, at end
+    end
+  end
+  if best == nil then break end
+  out[#out + 1] = redis.call('LPOP', P .. 'q:' .. ARGV[best])
+  heads[best] = expire(ARGV[best])
+end
+return {out, evicted}
 """
 
 # ARGV[5] envelope head, [6] envelope tail, [7...] channel, capacity, bell
@@ -585,6 +609,7 @@ SCRIPTS = {
     for name, body in {
         "send": SEND,
         "receive": RECEIVE,
+        "receive_many": RECEIVE_MANY,
         "ack": ACK,
         "ring": RING,
         "schedule": SCHEDULE,
