@@ -138,7 +138,7 @@ def test_layer_errors_back_off_exponentially_and_recover(caplog):
 
 def test_channel_full_reply_is_retried_then_logged_not_raised(caplog):
     """A reply to a full channel is retried for ~2 s (fake sleep), then logged; no crash."""
-    layer = memory_layer(capacity=1)
+    layer = memory_layer(capacity=1, process_capacity=1)
     layer.send("srv!other", {})
     sleep = SleepRecorder()
     worker = make_worker([route("http.request", hello)], layer=layer, sleep=sleep)

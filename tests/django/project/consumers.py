@@ -1,0 +1,110 @@
+"""WebSocket consumers of the test project, one per session/auth feature."""
+
+from __future__ import annotations
+
+from worker.django.auth import (
+    allowed_hosts_only,
+    channel_session_user,
+    channel_session_user_from_http,
+    http_session_user,
+)
+from worker.django.consumers import JsonWebsocketConsumer, WebsocketConsumer
+from worker.django.sessions import channel_session, http_session
+
+
+def echo(message, **kwargs):
+    message.reply_channel.send({"text": message.get("text") or ""})
+
+
+def accept(message, **kwargs):
+    message.reply_channel.send({"accept": True})
+
+
+@channel_session
+def counter_connect(message, **kwargs):
+    message.channel_session["count"] = 0
+    message.reply_channel.send({"accept": True})
+
+
+@channel_session
+def counter_receive(message, **kwargs):
+    message.channel_session["count"] += 1
+    message.reply_channel.send({"text": str(message.channel_session["count"])})
+
+
+@channel_session
+def counter_disconnect(message, **kwargs):
+    pass
+
+
+@channel_session
+def quiet_connect(message, **kwargs):
+    """Reads its channel session but never writes it."""
+    message.reply_channel.send({"accept": message.channel_session.get("x") is None})
+
+
+@http_session
+def http_session_connect(message, **kwargs):
+    count = None if message.http_session is None else message.http_session.get("count")
+    message.reply_channel.send({"accept": True})
+    message.reply_channel.send({"text": f"count={count}"})
+
+
+@http_session_user
+def whoami_connect(message, **kwargs):
+    message.reply_channel.send({"accept": True})
+    message.reply_channel.send({"text": message.user.get_username() or "anonymous"})
+
+
+@channel_session_user_from_http
+def auth_connect(message, **kwargs):
+    message.reply_channel.send({"accept": True})
+
+
+@channel_session_user
+def auth_receive(message, **kwargs):
+    message.reply_channel.send({"text": message.user.get_username() or "anonymous"})
+
+
+@allowed_hosts_only
+def origin_connect(message, **kwargs):
+    message.reply_channel.send({"accept": True})
+
+
+class RoomConsumer(WebsocketConsumer):
+    """A class consumer using the session flag: remembers the room it joined."""
+
+    channel_session = True
+
+    def connect(self, message, room=None, **kwargs):
+        message.channel_session["room"] = room
+        self.accept()
+
+    def receive(self, text=None, bytes=None, **kwargs):
+        self.send(text=f"{self.message.channel_session['room']}:{text}")
+
+
+class WhoConsumer(JsonWebsocketConsumer):
+    """A class consumer using the http_user flag: message.user on every message."""
+
+    http_user = True
+
+    def connect(self, message, **kwargs):
+        self.accept()
+        self.send({"user": message.user.get_username() or None})
+
+    def receive(self, content=None, **kwargs):
+        self.send({"user": self.message.user.get_username() or None, "echo": content})
+
+
+@channel_session
+class DecoratedClassConsumer(WebsocketConsumer):
+    """A class consumer decorated as a whole."""
+
+    def connect(self, message, **kwargs):
+        message.channel_session["hits"] = 0
+        self.accept()
+
+    def receive(self, text=None, bytes=None, **kwargs):
+        self.message.channel_session["hits"] += 1
+        self.send(text=str(self.message.channel_session["hits"]))

@@ -1,0 +1,25 @@
+"""The ``worker.django`` app: registers the system checks and database hygiene."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class SwitchboardConfig(AppConfig):
+    name = "worker.django"
+    label = "switchboard"
+    verbose_name = "Switchboard channels"
+    default = True
+
+    def ready(self) -> None:
+        from django.db import close_old_connections
+
+        from worker.django import checks, signals
+
+        checks.register_all()
+        # Recycle database connections between messages as Django does between
+        # requests (the view consumer also sends request_started/finished).
+        signals.consumer_started.connect(close_old_connections,
+                                         dispatch_uid="switchboard_close_old_started")
+        signals.consumer_finished.connect(close_old_connections,
+                                          dispatch_uid="switchboard_close_old_finished")
