@@ -10,7 +10,8 @@ How this works. One ``Server`` per process owns:
   ``ReplyRouter`` for the connection; unknown channels are dropped and counted;
 * a ``WorkerView`` of the live workers, refreshed off the reactor thread at
   most once per ``worker_refresh_interval``, so a request that no worker
-  would ever answer gets 503 at once instead of hanging;
+  would ever answer gets 503 at once instead of hanging (but not while the
+  registry may still be refilling after a layer outage, see ``_workers``);
 * one sweep every ``sweep_interval`` that asks each connection whether a
   timeout is due (the decisions are pure functions in ``_timeouts``);
 * a registry heartbeat (kind ``interfaceserver``) while it runs.
@@ -226,6 +227,7 @@ class Server:
                 return
             except Exception as exc:
                 failures += 1
+                self.workers.doubt(self.now())  # the registry may come back emptied
                 log = logger.error if failures == 1 else logger.debug
                 log("cannot receive replies from the layer (%s); retrying with backoff", exc)
                 self._waiting = task.deferLater(self.reactor, min(0.1 * 2 ** failures, 5.0))
@@ -265,6 +267,8 @@ class Server:
 
     def _send_done(self, result: Any) -> Any:
         self._sends_in_flight -= 1
+        if isinstance(result, Failure) and result.check(LayerUnavailable):
+            self.workers.doubt(self.now())  # the registry may come back emptied
         return result
 
     def send_disconnect(self, channel: str, message: dict[str, Any]) -> None:
@@ -368,8 +372,11 @@ class Server:
         }
         ttl = self.config.heartbeat_interval * 3
         self.layer_io.call(self.layer.register_process, REGISTRY_KIND, self.server_id, info,
-                           ttl).addErrback(
-            lambda f: logger.warning("registry heartbeat failed: %s", f.value))
+                           ttl).addErrback(self._heartbeat_failed)
+
+    def _heartbeat_failed(self, failure: Failure) -> None:
+        logger.warning("registry heartbeat failed: %s", failure.value)
+        self.workers.doubt(self.now())  # the registry may come back emptied
 
     # -- logging and introspection ----------------------------------------------
 

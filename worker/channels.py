@@ -90,9 +90,19 @@ class Group:
         """Make ``channel`` a member now (not held until the consumer returns)."""
         _layer_for(self.layer, repr(self)).group_add(self.name, _channel_name(channel))
 
-    def discard(self, channel: Channel | str) -> None:
-        """Remove ``channel`` now; a non-member is no error."""
-        _layer_for(self.layer, repr(self)).group_discard(self.name, _channel_name(channel))
+    def discard(self, channel: Channel | str, immediately: bool = True) -> None:
+        """Remove ``channel``; a non-member is no error.
+
+        Now by default; with ``immediately=False`` inside a consumer, when its held
+        sends are flushed (after the ones made before this call), so that a
+        consumer that raises leaves the membership as it was.
+        """
+        layer = _layer_for(self.layer, repr(self))
+        outbox = current_outbox()
+        if immediately or outbox is None:
+            layer.group_discard(self.name, _channel_name(channel))
+        else:
+            outbox.hold("discard", layer, self.name, {"channel": _channel_name(channel)})
 
     def send(self, content: dict[str, Any], immediately: bool = False) -> None:
         """Send ``content`` to every member now, or when the running consumer returns."""

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from asgi_spec import formats
-from worker.channels import Group
+from worker.channels import Channel, Group, _layer_for
 from worker.message import Message
 from worker.routing import RouteClass, route_class
 
@@ -297,7 +297,8 @@ class HttpConsumer(BaseConsumer):
     last with ``more_content=False``; pass ``immediately=True`` to send each
     part as soon as it is made. For long-polling, list ``groups``: the
     request's reply channel waits in them without an answer, until someone
-    calls ``group_respond(group, ...)``; ``http.disconnect`` leaves them.
+    calls ``group_respond(group, ...)``, which also takes the answered ones
+    out; ``http.disconnect`` (the client gave up) takes a waiting one out.
     """
 
     method_mapping: ClassVar[dict[str, str]] = {
@@ -350,5 +351,18 @@ class HttpConsumer(BaseConsumer):
     def group_respond(cls, group: str, status: int = 200,
                       headers: Mapping[Any, Any] | Iterable[Any] = (),
                       content: bytes | str = b"", *, layer: Any = None) -> None:
-        """Answer every request waiting in ``group`` (long-poll wake-up)."""
-        Group(group, layer).send(http_response(status, headers, content))
+        """Answer every request waiting in ``group`` (long-poll wake-up); they leave it.
+
+        An answered request gets no ``http.disconnect`` (the server sends one only
+        for a request the client abandons), so each answered reply channel is
+        taken out of the group here, or every later wake-up would go to it too
+        and the group would grow forever. Each member gets its own answer and
+        leaves the group when the consumer's sends are flushed; a request that
+        joins meanwhile waits for the next wake-up.
+        """
+        target = Group(group, layer)
+        the_layer = target.layer if target.layer is not None else _layer_for(None, repr(target))
+        response = http_response(status, headers, content)
+        for channel in the_layer.group_channels(target.name):
+            Channel(channel, the_layer, validator=formats.validate_http_response).send(response)
+            target.discard(channel, immediately=False)

@@ -75,7 +75,8 @@ class Outbox:
         self.layer = layer
         self.sleep = sleep
         self.retry_total = retry_total
-        #: ``(kind, layer, name, content)`` with kind ``"channel"`` or ``"group"``.
+        #: ``(kind, layer, name, content)`` with kind ``"channel"``, ``"group"`` or
+        #: ``"discard"`` (a group membership to end, ``content["channel"]``).
         self.pending: list[tuple[str, Any, str, dict[str, Any]]] = []
 
     @contextlib.contextmanager
@@ -88,6 +89,8 @@ class Outbox:
             _active.reset(token)
 
     def hold(self, kind: str, layer: Any, name: str, content: dict[str, Any]) -> None:
+        """Hold a send (kind ``"channel"`` or ``"group"``), or a ``"discard"`` of
+        ``content["channel"]`` from group ``name``, until ``flush``."""
         self.pending.append((kind, layer, name, content))
 
     def discard(self) -> None:
@@ -102,6 +105,8 @@ class Outbox:
         for kind, layer, name, content in pending:
             if kind == "group":
                 sent += self._send_group(layer, name, content)
+            elif kind == "discard":
+                self._group_discard(layer, name, content["channel"])
             elif name in given_up:
                 logger.error("dropped a message to %r: an earlier one to it was dropped", name)
             elif send_with_retry(layer, name, content, sleep=self.sleep,
@@ -110,6 +115,14 @@ class Outbox:
             else:
                 given_up.add(name)
         return sent
+
+    @staticmethod
+    def _group_discard(layer: Any, group: str, channel: str) -> None:
+        try:
+            layer.group_discard(group, channel)
+        except Exception as exc:  # like a send: logged, never raised
+            logger.error("could not take %r out of group %r: %s: %s", channel, group,
+                         type(exc).__name__, exc)
 
     @staticmethod
     def _send_group(layer: Any, group: str, content: dict[str, Any]) -> int:

@@ -68,3 +68,36 @@ def test_update_replaces_the_answer() -> None:
     assert view.consumes("http.request") is True
     view.update(2.0, {})
     assert view.consumes("http.request") is False
+
+
+def test_nobody_after_a_registry_failure_is_unknown_for_the_grace_period() -> None:
+    """A registry that comes back from an outage empty (Redis restarted) is not taken as
+    "no worker" until the workers had a heartbeat period to re-register."""
+    view = WorkerView(recovery_grace=7.0)
+    view.update(0.0, {"w1": {"channels": ["http.request"]}})
+    view.failed(10.0)
+    view.update(11.0, {})
+    assert view.consumes("http.request") is None
+    view.update(16.9, {"w1": {"channels": ["http.request"]}})
+    assert view.consumes("http.request") is True
+    assert view.consumes("websocket.connect") is None
+    view.update(17.0, {})
+    assert view.consumes("http.request") is False
+
+
+def test_a_failed_heartbeat_also_raises_doubt() -> None:
+    """Any failed registry call (the server's own heartbeat too) opens the grace period."""
+    view = WorkerView(recovery_grace=7.0)
+    view.doubt(3.0)
+    view.update(4.0, {})
+    assert view.consumes("http.request") is None
+    view.update(10.0, {})
+    assert view.consumes("http.request") is False
+
+
+def test_a_failure_after_loading_makes_the_loaded_answer_doubtful() -> None:
+    """An empty answer loaded just before the layer failed is doubted as well."""
+    view = WorkerView(recovery_grace=7.0)
+    view.update(4.0, {})
+    view.doubt(4.5)
+    assert view.consumes("http.request") is None

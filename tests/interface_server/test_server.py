@@ -148,6 +148,65 @@ def test_unreadable_registry_lets_requests_through(harness: Any,
     h.receive("http.request")
 
 
+def test_registry_emptied_by_an_outage_does_not_refuse_requests(
+        harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a failed registry read, an empty registry (a Redis that restarted, before the
+    workers' next heartbeat) lets requests through for a heartbeat period instead of
+    answering "no worker"; past that period an empty registry means 503 again."""
+    h = harness(workers=None)
+    real = h.layer.live_processes
+
+    def down(kind: str) -> dict[str, Any]:
+        raise LayerUnavailable("down")
+
+    monkeypatch.setattr(h.layer, "live_processes", down)
+    h.connect().send(GET)
+    h.receive("http.request")
+    monkeypatch.setattr(h.layer, "live_processes", real)
+    h.advance(1)
+    conn = h.connect()
+    conn.send(GET)
+    h.receive("http.request")
+    assert b"503" not in conn.take()
+    h.advance(10)
+    conn = h.connect()
+    conn.send(GET)
+    assert b"no worker is consuming" in conn.take()
+    assert h.nothing_on("http.request")
+
+
+def test_a_failed_send_makes_an_empty_registry_doubtful(
+        harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send that found the layer unavailable (Redis down; the registry read itself may
+    have succeeded just after Redis came back empty) keeps "no worker" from being
+    answered while the workers re-register."""
+    h = harness(workers=None)
+    h.add_worker("w1", ("http.request",))
+    real_send = h.layer.send
+
+    def down(channel: str, message: dict[str, Any]) -> None:
+        raise LayerUnavailable("down")
+
+    monkeypatch.setattr(h.layer, "send", down)
+    conn = h.connect()
+    conn.send(GET)
+    assert b"503" in conn.take()
+    monkeypatch.setattr(h.layer, "send", real_send)
+    h.layer.flush()  # Redis came back empty: no registrations
+    h.advance(1)
+    for _ in range(2):  # the first one still gets the cached answer, and refreshes it
+        conn = h.connect()
+        conn.send(GET)
+        h.receive("http.request")
+        assert b"no worker" not in conn.take()
+    h.advance(10)
+    conn = h.connect()
+    conn.send(GET)
+    conn = h.connect()
+    conn.send(GET)
+    assert b"no worker is consuming" in conn.take()
+
+
 def test_layer_without_registry_is_trusted() -> None:
     """A layer without the registry extension is assumed to have workers."""
     layer = MemoryChannelLayer()

@@ -70,6 +70,30 @@ def test_group_add_discard_send():
     assert drain(layer, "b!") == [{"text": "hi"}]
 
 
+def test_group_discard_can_wait_for_the_flush():
+    """discard(immediately=False) inside a consumer ends the membership at flush, after the
+    sends held before it; a discarded outbox (the consumer raised) leaves it as it was."""
+    layer = memory_layer()
+    Group("g", layer).add("srv!a")
+    outbox = Outbox(layer)
+    with outbox.activate():
+        Channel("srv!a").send({"n": 1})
+        Group("g").discard("srv!a", immediately=False)
+        assert layer.group_channels("g") == ["srv!a"]
+    outbox.flush()
+    assert layer.group_channels("g") == []
+    assert drain(layer, "srv!") == [{"n": 1}]
+    Group("g", layer).add("srv!b")
+    outbox = Outbox(layer)
+    with outbox.activate():
+        Group("g").discard("srv!b", immediately=False)
+    outbox.discard()
+    outbox.flush()
+    assert layer.group_channels("g") == ["srv!b"]
+    Group("g", layer).discard("srv!b", immediately=False)  # outside a consumer: now
+    assert layer.group_channels("g") == []
+
+
 def test_names_and_content_are_checked():
     """Bad names and non-dict content raise clear errors; named-channel formats are checked."""
     with pytest.raises(InvalidChannelName):

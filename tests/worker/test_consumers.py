@@ -25,6 +25,7 @@ from worker.consumers import (
     WebsocketDemultiplexer,
     WebsocketMultiplexer,
 )
+from worker.routing import route
 from worker.worker import Worker
 
 
@@ -299,7 +300,9 @@ def test_http_consumer_streams_response_then_chunks_in_order():
 
 
 def test_http_long_poll_waits_in_group_until_group_respond_and_disconnect_leaves():
-    """A long-poll request gets no reply until group_respond; http.disconnect leaves the group."""
+    """A long-poll request gets no reply until group_respond, which also takes it out of the
+    group (a finished request gets no http.disconnect); http.disconnect takes out one that
+    is still waiting."""
     layer = run([LongPoll.as_route()], ("http.request", http_request(reply_channel="srv!p1")))
     assert drain(layer, "srv!") == []
     worker = Worker(layer, [LongPoll.as_route()])
@@ -308,5 +311,30 @@ def test_http_long_poll_waits_in_group_until_group_respond_and_disconnect_leaves
     assert layer.group_channels("updates") == ["srv!p1"]  # a refused request does not wait
     LongPoll.group_respond("updates", content=b"news", layer=layer)
     assert drain(layer, "srv!") == [{"status": 200, "headers": [], "content": b"news"}]
-    worker.handle("http.disconnect", {"reply_channel": "srv!p1", "path": "/"})
+    assert layer.group_channels("updates") == []
+    LongPoll.group_respond("updates", content=b"later", layer=layer)
+    assert drain(layer, "srv!") == []  # the answered request is not answered twice
+    worker.handle("http.request", http_request(reply_channel="srv!p3"))
+    worker.handle("http.disconnect", {"reply_channel": "srv!p3", "path": "/"})
+    assert layer.group_channels("updates") == []
+
+
+def test_group_respond_inside_a_consumer_is_atomic():
+    """Inside a consumer, group_respond's answers and the members' leaving happen when it
+    returns; if it raises instead, the requests still wait, unanswered."""
+    outcome = {"raise": True}
+
+    def publish(message):
+        LongPoll.group_respond("updates", content=b"news")
+        if outcome["raise"]:
+            raise RuntimeError("after group_respond")
+
+    routing = [route("publish", publish), LongPoll.as_route()]
+    layer = run(routing, ("http.request", http_request(reply_channel="srv!p1")),
+                ("publish", {}))
+    assert drain(layer, "srv!") == []
+    assert layer.group_channels("updates") == ["srv!p1"]
+    outcome["raise"] = False
+    Worker(layer, routing).handle("publish", {})
+    assert drain(layer, "srv!") == [{"status": 200, "headers": [], "content": b"news"}]
     assert layer.group_channels("updates") == []
