@@ -149,6 +149,7 @@ class Worker:
             self._layer_down = False
             self._backoff.reset()
             logger.warning("channel layer is reachable again; worker %s resumes", self.name)
+            self.heartbeat()  # a restarted Redis has lost the registry: be seen at once
         if channel is None:
             return False
         done = self.handle(channel, content)
@@ -349,13 +350,14 @@ class Worker:
         logger.info("worker %s (pid %d, %d thread(s)) consumes %s", self.name, os.getpid(),
                     self.threads, ", ".join(self.channels))
         try:
-            self.heartbeat()
+            beat = self.heartbeat()
             loops = [threading.Thread(target=self._loop, name=f"{self.name}-{n}", daemon=True)
                      for n in range(self.threads)]
             for thread in loops:
                 thread.start()
-            while not self._stopping.wait(self.heartbeat_interval):
-                self.heartbeat()
+            # After a failed heartbeat, try again soon: servers answer 503 while unseen.
+            while not self._stopping.wait(self.heartbeat_interval if beat else 0.5):
+                beat = self.heartbeat()
             deadline = time.monotonic() + self.shutdown_timeout
             for thread in loops:
                 thread.join(max(0.0, deadline - time.monotonic()))

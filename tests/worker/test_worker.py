@@ -350,3 +350,23 @@ def test_a_message_that_cannot_be_routed_is_logged_not_raised(caplog):
         worker.handle("jobs", ["not", "a", "dict"])
     assert "cannot route a message on 'jobs'" in caplog.text
     assert worker.processed == 1 and worker.info()["busy"] == 0
+
+
+def test_worker_registers_again_as_soon_as_the_layer_is_back():
+    """After a layer outage (a restarted Redis has an empty registry) the worker
+    registers at once, not at its next periodic heartbeat."""
+    layer = memory_layer()
+    real_receive = layer.receive
+    failures = [LayerUnavailable("redis down")]
+
+    def receive(channels, block=False):
+        if failures:
+            raise failures.pop()
+        return real_receive(channels, block=block)
+
+    layer.receive = receive
+    worker = make_worker([route("jobs", hello)], layer=layer, sleep=SleepRecorder())
+    assert worker.run_once(block=False) is False
+    assert worker.name not in layer.live_processes("worker")
+    worker.run_once(block=False)
+    assert worker.name in layer.live_processes("worker")
