@@ -31,6 +31,9 @@ from twisted.python.failure import Failure
 
 from asgi_spec.base import BaseChannelLayer
 
+#: Replies taken from the layer per round trip, at most.
+REPLY_BATCH = 256
+
 T = TypeVar("T")
 Received = tuple[str, dict[str, Any]] | tuple[None, None]
 
@@ -40,8 +43,8 @@ class LayerIO(Protocol):
 
     def send(self, channel: str, message: dict[str, Any]) -> Deferred[None]: ...
 
-    def receive(self, channels: list[str],
-                timeout: float | None) -> Deferred[Received]: ...
+    def receive_batch(self, channels: list[str],
+                      timeout: float | None) -> Deferred[list[Received]]: ...
 
     def call(self, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
 
@@ -58,10 +61,10 @@ class AsyncioLayerIO:
     def send(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
         return Deferred.fromFuture(asyncio.ensure_future(self.layer.send_async(channel, message)))
 
-    def receive(self, channels: list[str], timeout: float | None) -> Deferred[Received]:
-        return Deferred.fromFuture(
-            asyncio.ensure_future(self.layer.receive_async(channels, timeout=timeout))
-        )
+    def receive_batch(self, channels: list[str],
+                      timeout: float | None) -> Deferred[list[Received]]:
+        return Deferred.fromFuture(asyncio.ensure_future(
+            self.layer.receive_batch_async(channels, REPLY_BATCH, timeout=timeout)))
 
     def call(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         loop = asyncio.get_event_loop()
@@ -74,8 +77,8 @@ class AsyncioLayerIO:
 class ImmediateLayerIO:
     """Synchronous layer calls wrapped in fired Deferreds: for deterministic tests.
 
-    ``receive`` returns what is waiting at once; when nothing is, it answers
-    ``(None, None)`` after ``timeout`` seconds (default: the layer's
+    ``receive_batch`` returns what is waiting at once; when nothing is, it
+    answers ``[]`` after ``timeout`` seconds (default: the layer's
     ``blocking_timeout``) of ``clock`` (an ``IReactorTime`` such as
     ``MemoryReactorClock``), so a reply loop never spins.
     """
@@ -87,15 +90,16 @@ class ImmediateLayerIO:
     def send(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
         return self.call(self.layer.send, channel, message)
 
-    def receive(self, channels: list[str], timeout: float | None) -> Deferred[Received]:
+    def receive_batch(self, channels: list[str],
+                      timeout: float | None) -> Deferred[list[Received]]:
         try:
-            got = self.layer.receive(channels, False)
+            got = self.layer.receive_batch(channels, REPLY_BATCH)
         except Exception as exc:
             return fail(exc)
-        if got[0] is not None or self.clock is None:
+        if got or self.clock is None:
             return succeed(got)
         wait = self.layer.blocking_timeout if timeout is None else timeout
-        return task.deferLater(self.clock, wait, lambda: (None, None))
+        return task.deferLater(self.clock, wait, list)
 
     def call(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         try:

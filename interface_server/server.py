@@ -4,10 +4,11 @@ How this works. One ``Server`` per process owns:
 
 * the endpoints it listens on, each serving ``SwitchboardHTTPFactory``
   (WebSockets are upgraded from HTTP requests, on the same ports);
-* one reply prefix ``<server-id>!`` and one reply loop: ``receive_async`` on
-  that prefix, forever, through ``LayerIO`` -- an idle server waits inside the
-  layer, it never polls. Each reply goes to ``dispatch_reply``, which asks the
-  ``ReplyRouter`` for the connection; unknown channels are dropped and counted;
+* one reply prefix ``<server-id>!`` and one reply loop: ``receive_batch_async``
+  on that prefix (a whole burst of replies per round trip), forever, through
+  ``LayerIO`` -- an idle server waits inside the layer, it never polls. Each
+  reply goes to ``dispatch_reply``, which asks the ``ReplyRouter`` for the
+  connection; unknown channels are dropped and counted;
 * a ``WorkerView`` of the live workers, refreshed off the reactor thread at
   most once per ``worker_refresh_interval``, so a request that no worker
   would ever answer gets 503 at once instead of hanging (but not while the
@@ -32,6 +33,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -130,6 +132,7 @@ class Server:
         self._heartbeat.clock = reactor
         self._shutdown: Deferred[None] | None = None
         self._access_template = self.config.access_log_format or DEFAULT_FORMAT
+        self.started_at: float | None = None  # by the layer's clock, at the first heartbeat
 
     def now(self) -> float:
         return self.reactor.seconds()
@@ -220,9 +223,9 @@ class Server:
     async def _receive_replies(self) -> None:
         failures = 0
         while self._receiving:
-            self._waiting = self.layer_io.receive([self.router.prefix], RECEIVE_TIMEOUT)
+            self._waiting = self.layer_io.receive_batch([self.router.prefix], RECEIVE_TIMEOUT)
             try:
-                channel, message = await self._waiting
+                replies = await self._waiting
             except (defer.CancelledError, asyncio.CancelledError):
                 return
             except Exception as exc:
@@ -241,7 +244,7 @@ class Server:
             if failures:
                 logger.warning("receiving replies again after %d failed attempt(s)", failures)
                 failures = 0
-            if channel is not None:
+            for channel, message in replies:
                 self.dispatch_reply(channel, message)
 
     def dispatch_reply(self, channel: str, message: dict[str, Any]) -> None:
@@ -363,12 +366,22 @@ class Server:
 
     def heartbeat(self) -> None:
         """Renew this server's entry in the layer registry."""
+        layer_clock = getattr(self.layer, "clock", time.time)
+        if self.started_at is None:
+            self.started_at = layer_clock()
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "reply_prefix": self.router.prefix,
             "listening": [_describe(port) for port in self.ports],
             "connections": len(self.http_channels) + len(self.websockets),
+            "http_connections": len(self.http_channels),
+            "http_requests_in_flight": len(self.http_requests),
+            "websockets": len(self.websockets),
+            "started_at": self.started_at,
+            "heartbeat_at": layer_clock(),
+            "heartbeat_interval": self.config.heartbeat_interval,
+            "stats": dict(self.stats),
         }
         ttl = self.config.heartbeat_interval * 3
         self.layer_io.call(self.layer.register_process, REGISTRY_KIND, self.server_id, info,

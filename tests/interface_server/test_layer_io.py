@@ -82,20 +82,20 @@ def test_immediate_send_receive_call() -> None:
     io = ImmediateLayerIO(layer)
     assert result_of(io.send("c", {"a": 1})) is None
     assert result_of(io.send("c", {"a": 2})).check(ChannelFull)
-    assert result_of(io.receive(["c"], 1.0)) == ("c", {"a": 1})
+    assert result_of(io.receive_batch(["c"], 1.0)) == [("c", {"a": 1})]
     assert result_of(io.call(lambda x: x * 2, 21)) == 42
 
 
 def test_immediate_receive_waits_on_the_clock() -> None:
-    """With a clock, an empty receive answers (None, None) only after its timeout."""
+    """With a clock, an empty receive answers [] only after its timeout."""
     clock = MemoryReactorClock()
     io = ImmediateLayerIO(MemoryChannelLayer(), clock=clock)
     box: list[Any] = []
-    io.receive(["srv!"], 5.0).addCallback(box.append)
+    io.receive_batch(["srv!"], 5.0).addCallback(box.append)
     clock.advance(4.9)
     assert box == []
     clock.advance(0.1)
-    assert box == [(None, None)]
+    assert box == [[]]
 
 
 # -- AsyncioLayerIO ---------------------------------------------------------------------
@@ -107,21 +107,21 @@ def test_asyncio_layer_io_bridges_the_async_face() -> None:
     async def scenario() -> tuple[Any, Any, Any]:
         loop = asyncio.get_running_loop()
         io = AsyncioLayerIO(MemoryChannelLayer(capacity=1))
-        waiting = io.receive(["srv!"], timeout=5.0)
+        waiting = io.receive_batch(["srv!"], timeout=5.0)
         await io.send("srv!abc", {"x": b"1"}).asFuture(loop)
         got = await waiting.asFuture(loop)
         await io.send("c", {}).asFuture(loop)
         with pytest.raises(ChannelFull):
             await io.send("c", {}).asFuture(loop)
         thread = await io.call(lambda: threading.current_thread().name).asFuture(loop)
-        empty = await io.receive(["other"], timeout=0.01).asFuture(loop)
+        empty = await io.receive_batch(["other"], timeout=0.01).asFuture(loop)
         io.close()
         return got, thread, empty
 
     got, thread, empty = asyncio.run(scenario())
-    assert got == ("srv!abc", {"x": b"1"})
+    assert got == [("srv!abc", {"x": b"1"})]
     assert thread.startswith("layer-sync") and thread != threading.current_thread().name
-    assert empty == (None, None)
+    assert empty == []
 
 
 def test_asyncio_receive_can_be_cancelled() -> None:
@@ -129,7 +129,7 @@ def test_asyncio_receive_can_be_cancelled() -> None:
 
     async def scenario() -> bool:
         io = AsyncioLayerIO(MemoryChannelLayer())
-        waiting = io.receive(["srv!"], timeout=30.0)
+        waiting = io.receive_batch(["srv!"], timeout=30.0)
         waiting.addErrback(lambda f: None)
         await asyncio.sleep(0)
         waiting.cancel()

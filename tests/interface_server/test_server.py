@@ -26,7 +26,7 @@ class ScriptedLayerIO(ImmediateLayerIO):
         super().__init__(layer)
         self.receives: list[tuple[list[str], Deferred[Any]]] = []
 
-    def receive(self, channels: list[str], timeout: float | None) -> Deferred[Any]:
+    def receive_batch(self, channels: list[str], timeout: float | None) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.receives.append((channels, d))
         return d
@@ -57,10 +57,10 @@ def test_reply_loop_receives_on_the_prefix_and_dispatches() -> None:
     server.start_reply_loop()
     assert len(io.receives) == 1
     assert io.receives[0][0] == ["srv!"]
-    io.receives[0][1].callback((channel, {"status": 200}))
+    io.receives[0][1].callback([(channel, {"status": 200})])
     assert target.replies == [{"status": 200}]
     assert len(io.receives) == 2
-    io.receives[1][1].callback((None, None))
+    io.receives[1][1].callback([])
     assert len(io.receives) == 3
     assert not io.receives[2][1].called
 
@@ -77,7 +77,7 @@ def test_reply_loop_survives_layer_outage_with_backoff(caplog: pytest.LogCapture
         assert len(io.receives) == 2
         io.receives[1][1].errback(LayerUnavailable("redis down"))
         reactor.advance(0.4)
-        io.receives[2][1].callback((None, None))
+        io.receives[2][1].callback([])
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "redis down" in errors[0].getMessage()
     assert "receiving replies again" in caplog.text
@@ -327,9 +327,9 @@ def test_idle_reply_loop_waits_in_the_layer(harness: Any) -> None:
     no busy polling. A reply sent meanwhile is delivered when the wait ends."""
     h = harness()
     calls: list[Any] = []
-    real = h.layer.receive
-    h.layer.receive = lambda channels, block=False, **kw: calls.append(channels) or real(
-        channels, block, **kw)
+    real = h.layer.receive_batch
+    h.layer.receive_batch = lambda channels, *args, **kw: calls.append(channels) or real(
+        channels, *args, **kw)
     h.server.start_reply_loop()
     assert calls == [["test!"]]
     h.reactor.advance(0.5)
@@ -340,3 +340,16 @@ def test_idle_reply_loop_waits_in_the_layer(harness: Any) -> None:
     h.reactor.advance(0.5)
     assert conn.take().startswith(b"HTTP/1.1 204 ")
     h.server.stop_reply_loop()
+
+
+def test_reply_loop_dispatches_a_whole_batch() -> None:
+    """A batch of replies from one receive reaches each connection, in order."""
+    server, io, _ = scripted_server()
+    first, second = Target(), Target()
+    one, two = server.router.add(first), server.router.add(second)
+    server.start_reply_loop()
+    io.receives[0][1].callback([(one, {"status": 200}), (two, {"status": 201}),
+                                (one, {"content": b"x"})])
+    assert first.replies == [{"status": 200}, {"content": b"x"}]
+    assert second.replies == [{"status": 201}]
+    assert len(io.receives) == 2
