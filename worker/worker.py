@@ -34,6 +34,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -68,6 +69,18 @@ def default_name() -> str:
     """``<host>-<pid>-<random>``, made of characters the registry accepts."""
     host = re.sub(r"[^A-Za-z0-9\-_.]", "-", socket.gethostname())[:60] or "host"
     return f"{host}-{os.getpid()}-{names.random_suffix(6)}"
+
+
+def _error_response(debug: bool) -> dict[str, Any]:
+    """The 500 a client gets when the consumer of its request raised.
+
+    In debug mode the body is the traceback; otherwise it says nothing more.
+    (If the consumer had already started a streamed response, the server
+    refuses this second start and cuts the connection instead.)
+    """
+    body = traceback.format_exc() if debug else "Internal Server Error\n"
+    return {"status": 500, "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
+            "content": body.encode("utf-8", "replace")}
 
 
 def _consumer_name(consumer: Any) -> str:
@@ -125,8 +138,10 @@ class Worker:
         self._layer_down = False
         self._async = EventLoopThread(f"worker-asyncio-{self.name}")
         self._lock = threading.Lock()
-        self._current: dict[int, str] = {}
+        self._current: dict[int, tuple[str, float]] = {}
+        self._timings: dict[str, list[Any]] = {}  # channel -> [handled, seconds, failed]
         self.processed = 0
+        self.failed = 0
         self.started_at = clock()
         self._warned_no_registry = False
         self._receipts = wants_receipts(layer, self.channels)
@@ -163,22 +178,24 @@ class Worker:
         Returns ``False`` only when the consumer raised (so the message is
         worth delivering again); a message no route matches counts as done.
         """
-        self._started(channel)
+        began = self._started(channel)
+        done = True
         try:
             message = Message(content, channel, self.layer)
             found = self.router.match(message)
         except Exception:
             logger.exception("cannot route a message on %r", channel)
-            self._finished()
+            self._finished(channel, began, done)
             return True
         try:
             if found is None:
                 logger.warning("no route matched a message on %r (path=%r)",
                                channel, message.get("path"))
                 return True
-            return self._consume(message, *found)
+            done = self._consume(message, *found)
+            return done
         finally:
-            self._finished()
+            self._finished(channel, began, done)
 
     def _acknowledge(self, channel: str, receipt: Any, done: bool) -> None:
         """Ack an at-least-once message, or leave it to be delivered again. Never raises."""
@@ -221,6 +238,8 @@ class Worker:
                              _consumer_name(consumer), channel, message.get("path"))
             if self.debug and channel in _WEBSOCKET_OPEN:
                 self._reply(message, {"close": 1011})
+            elif channel == formats.HTTP_REQUEST:
+                self._reply(message, _error_response(self.debug))
             return False
         else:
             outbox.flush()
@@ -261,20 +280,29 @@ class Worker:
 
     # -- status and registry ------------------------------------------------
 
-    def _started(self, channel: str) -> None:
+    def _started(self, channel: str) -> float:
         with self._lock:
-            self._current[threading.get_ident()] = channel
+            self._current[threading.get_ident()] = (channel, self.clock())
+        return time.perf_counter()
 
-    def _finished(self) -> None:
+    def _finished(self, channel: str, began: float, done: bool) -> None:
+        seconds = time.perf_counter() - began
         with self._lock:
             self._current.pop(threading.get_ident(), None)
             self.processed += 1
+            timing = self._timings.setdefault(channel, [0, 0.0, 0])
+            timing[0] += 1
+            timing[1] += seconds
+            if not done:
+                self.failed += 1
+                timing[2] += 1
 
     def info(self) -> dict[str, Any]:
         """What the registry says about this worker (see ``asgi_spec.registry``)."""
         with self._lock:
-            current = list(self._current.values())
-            processed = self.processed
+            running = sorted(self._current.values(), key=lambda item: item[1])
+            processed, failed = self.processed, self.failed
+            by_channel = {channel: list(timing) for channel, timing in self._timings.items()}
         return {
             "channels": list(self.channels),
             "host": socket.gethostname(),
@@ -282,8 +310,13 @@ class Worker:
             "threads": self.threads,
             "started_at": self.started_at,
             "processed": processed,
-            "busy": len(current),
-            "current": current[-1] if current else None,
+            "busy": len(running),
+            "current": running[0][0] if running else None,
+            "current_since": running[0][1] if running else None,
+            "failed": failed,
+            "by_channel": by_channel,
+            "heartbeat_at": getattr(self.layer, "clock", self.clock)(),
+            "heartbeat_interval": self.heartbeat_interval,
         }
 
     def heartbeat(self) -> bool:

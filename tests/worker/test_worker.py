@@ -21,7 +21,7 @@ from tests.worker.helpers import (
 from worker.channels import Channel
 from worker.exceptions import ConsumeLater, DenyConnection
 from worker.routing import route
-from worker.worker import Worker, select_channels
+from worker.worker import Worker, _error_response, select_channels
 
 
 def hello(message, **kwargs):
@@ -69,7 +69,8 @@ def test_consumer_error_is_logged_once_sends_dropped_and_worker_goes_on(caplog):
 
 
 def test_bad_reply_is_logged_naming_the_field(caplog):
-    """A reply that breaks the HTTP format is a consumer error naming the field."""
+    """A reply that breaks the HTTP format is a consumer error naming the field; the
+    bad reply is not sent, the client gets a 500."""
     def bad(message):
         message.reply_channel.send({"status": 200, "headers": [[b"ok", "not bytes"]]})
 
@@ -78,7 +79,7 @@ def test_bad_reply_is_logged_naming_the_field(caplog):
     with caplog.at_level(logging.ERROR, logger="worker"):
         worker.run_once(block=False)
     assert "http.response field 'headers'" in caplog.text
-    assert drain(worker.layer, "srv!") == []
+    assert [reply["status"] for reply in drain(worker.layer, "srv!")] == [500]
 
 
 def test_no_route_is_logged(caplog):
@@ -202,7 +203,8 @@ def test_async_consumer_runs_on_the_worker_loop_and_its_sends_are_held():
 
 
 def test_async_consumer_error_is_logged(caplog):
-    """An async consumer that raises is logged like a sync one, and its sends dropped."""
+    """An async consumer that raises is logged like a sync one, its sends dropped (the
+    client gets the 500 instead)."""
     async def consumer(message):
         message.reply_channel.send({"status": 200})
         raise KeyError("nope")
@@ -215,7 +217,7 @@ def test_async_consumer_error_is_logged(caplog):
     finally:
         worker._async.stop()
     assert "KeyError" in caplog.text
-    assert drain(worker.layer, "srv!") == []
+    assert drain(worker.layer, "srv!") == [_error_response(False)]
 
 
 def test_channel_filters_select_and_refuse_empty():
@@ -243,7 +245,9 @@ def test_heartbeat_registers_info_that_expires_and_unregister_removes_it():
     assert info["channels"] == ["http.request"] and info["busy"] == 0
     assert info["current"] is None and info["processed"] == 0 and info["threads"] == 1
     assert set(info) == {"channels", "host", "pid", "threads", "started_at", "processed",
-                         "busy", "current"}
+                         "busy", "current", "current_since", "failed", "by_channel",
+                         "heartbeat_at", "heartbeat_interval"}
+    assert info["heartbeat_at"] == layer.clock() and info["by_channel"] == {}
     assert list(live_consumers(layer, "http.request")) == ["w1"]
     layer.clock.advance(16)
     assert live_consumers(layer, "http.request") == {}
@@ -266,6 +270,29 @@ def test_info_shows_the_message_being_handled():
     assert (seen[0]["busy"], seen[0]["current"]) == (1, "jobs")
     assert (worker.info()["busy"], worker.info()["current"], worker.info()["processed"]) == \
         (0, None, 1)
+
+
+def test_info_counts_handled_failed_and_time_per_channel():
+    """info() reports when the current message started, and per channel how many
+    messages were handled, how many consumers raised, and the seconds they took."""
+    seen = []
+    worker = None
+
+    def consumer(message):
+        seen.append(worker.info())
+        if message.get("fail"):
+            raise RuntimeError("boom")
+
+    worker = make_worker([route("jobs", consumer)], clock=lambda: 1000.0)
+    worker.layer.send("jobs", {})
+    worker.layer.send("jobs", {"fail": True})
+    worker.run_once(block=False)
+    worker.run_once(block=False)
+    assert seen[0]["current_since"] == 1000.0
+    info = worker.info()
+    assert (info["processed"], info["failed"], info["current_since"]) == (2, 1, None)
+    handled, seconds, failed = info["by_channel"]["jobs"]
+    assert (handled, failed) == (2, 1) and 0 <= seconds < 5
 
 
 def test_heartbeat_failure_is_logged_not_raised(caplog):
@@ -370,3 +397,18 @@ def test_worker_registers_again_as_soon_as_the_layer_is_back():
     assert worker.name not in layer.live_processes("worker")
     worker.run_once(block=False)
     assert worker.name in layer.live_processes("worker")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_http_consumer_error_answers_500_at_once(debug):
+    """A consumer that raises on http.request gets its client a 500 right away (the
+    traceback in debug mode), not a wait for the server's timeout."""
+    def broken(message):
+        raise ValueError("the view broke")
+
+    worker = make_worker([route("http.request", broken)], debug=debug)
+    worker.layer.send("http.request", http_request())
+    assert worker.run_once(block=False)
+    replies = drain(worker.layer, "srv!")
+    assert len(replies) == 1 and replies[0]["status"] == 500
+    assert (b"ValueError: the view broke" in replies[0]["content"]) is debug
