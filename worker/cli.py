@@ -118,11 +118,17 @@ def child_command(routing: str, layer: str, options: dict[str, Any], name: str |
               help="The worker's name in the registry (default: host-pid-random).")
 @click.option("--debug/--no-debug", default=False, show_envvar=True,
               help="Close a WebSocket with 1011 when its consumer raises.")
+@click.option("--reload", is_flag=True, default=False, show_envvar=True,
+              help="Development: restart the worker whenever a .py file under the current "
+                   "directory changes.")
 def runworker(routing_argument: str | None, routing_option: str | None, layer: str,
               only_channels: tuple[str, ...], exclude_channels: tuple[str, ...], threads: int,
-              processes: int, verbosity: int, name: str | None, debug: bool) -> None:
+              processes: int, verbosity: int, name: str | None, debug: bool,
+              reload: bool) -> None:
     """Consume the channels of ROUTING (module:attr) and run their consumers."""
     configure_logging(verbosity)
+    if reload:
+        sys.exit(run_with_reload(f"{ENV_PREFIX}_RELOAD"))
     routing = _routing_path(routing_argument, routing_option)
     router = load_router(routing, "ROUTING" if routing_argument else "--routing")
     channel_layer = open_layer(layer)
@@ -148,6 +154,31 @@ def runworker(routing_argument: str | None, routing_option: str | None, layer: s
     finally:
         channel_layer.close()
     sys.exit(code)
+
+
+def run_with_reload(flag_envvar: str) -> int:
+    """Run this very command again as a child, restarted when a ``.py`` file changes.
+
+    The child is the command line this process was started with, minus
+    ``--reload`` (and with ``flag_envvar`` off), so ``runworker``, ``python -m
+    worker`` and ``manage.py runworker`` all reload the same way. SIGTERM stops
+    the watcher and, through it, the child (SIGINT: it finishes its message).
+    """
+    import shlex
+    import signal
+
+    import watchfiles
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    command = [sys.executable, *[arg for arg in sys.orig_argv[1:] if arg != "--reload"]]
+    os.environ[flag_envvar] = "false"
+    signal.signal(signal.SIGTERM, interrupt)
+    logging.getLogger("worker").info("reloading on changes to .py files under %s", os.getcwd())
+    watchfiles.run_process(os.getcwd(), target=shlex.join(command), target_type="command",
+                           watch_filter=watchfiles.PythonFilter(), sigint_timeout=30)
+    return 0
 
 
 def main() -> None:

@@ -105,3 +105,39 @@ def test_processes_supervisor_restarts_a_killed_child_and_stops_cleanly(layer):
     assert code == 0, stderr
     assert "exited with code -9; restarting" in stderr
     assert layer.live_processes(KIND_WORKER) == {}
+
+
+def test_reload_restarts_the_worker_when_code_changes(layer, tmp_path):
+    """``--reload`` runs the worker as a child and replaces it when a .py file under the
+    working directory changes: the new code answers; SIGTERM stops both processes."""
+    (tmp_path / "reloadapp.py").write_text(_RELOAD_APP.format(body="first"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_WORKER_")}
+    env.pop("CHANNEL_LAYER_URL", None)
+    watcher = subprocess.Popen(
+        [str(RUNWORKER), "reloadapp:channel_routing", "--layer", f"sqlite:///{layer.path}",
+         "--reload"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: live_consumers(layer, "http.request"), "the first worker")
+        assert ask_hello(layer, "srv!a")["content"] == b"first"
+        first_workers = set(live_consumers(layer, "http.request"))
+        (tmp_path / "reloadapp.py").write_text(_RELOAD_APP.format(body="second"))
+        wait_for(lambda: set(live_consumers(layer, "http.request")) - first_workers,
+                 "a restarted worker")
+        assert ask_hello(layer, "srv!b")["content"] == b"second"
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        _, err = watcher.communicate(timeout=DEADLINE)
+    assert watcher.returncode == 0, err.decode(errors="replace")[-2000:]
+    wait_for(lambda: not live_consumers(layer, "http.request"), "the child to unregister")
+
+
+_RELOAD_APP = '''
+from worker.routing import route
+
+
+def hello(message):
+    message.reply_channel.send({{"status": 200, "content": b"{body}"}})
+
+
+channel_routing = [route("http.request", hello)]
+'''
