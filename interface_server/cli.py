@@ -140,6 +140,9 @@ class Settings:
 @click.option("-v", "--verbosity", type=click.IntRange(0, 2), default=1,
               envvar="INTERFACESERVER_VERBOSITY", show_envvar=True,
               help="0: warnings, 1: info, 2: debug.")
+@click.option("--reload", is_flag=True, default=False, envvar="INTERFACESERVER_RELOAD",
+              show_envvar=True, help="Development: restart the server whenever a .py file "
+                                     "under the current directory changes.")
 @click.pass_context
 def main(ctx: click.Context, **options: Any) -> None:
     """Serve HTTP and WebSockets, turning them into channel-layer messages.
@@ -147,8 +150,33 @@ def main(ctx: click.Context, **options: Any) -> None:
     Workers (`runworker`) consume the messages and answer on each
     connection's reply channel; this server writes the answers back.
     """
+    if options.pop("reload"):
+        sys.exit(run_with_reload("INTERFACESERVER_RELOAD"))
     settings = settings_from_options(ctx, options)
     sys.exit(run(settings))
+
+
+def run_with_reload(flag_envvar: str) -> int:
+    """Run this very command again as a child, restarted when a ``.py`` file changes.
+
+    The child is the command line this process was started with, minus
+    ``--reload`` (and with ``flag_envvar`` off). SIGTERM stops the watcher and,
+    through it, the child, which shuts down gracefully on the SIGINT it gets.
+    """
+    import shlex
+    import signal
+
+    import watchfiles
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    command = [sys.executable, *[arg for arg in sys.orig_argv[1:] if arg != "--reload"]]
+    os.environ[flag_envvar] = "false"
+    signal.signal(signal.SIGTERM, interrupt)
+    watchfiles.run_process(os.getcwd(), target=shlex.join(command), target_type="command",
+                           watch_filter=watchfiles.PythonFilter(), sigint_timeout=30)
+    return 0
 
 
 def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settings:

@@ -329,3 +329,27 @@ def test_tls_endpoint_serves_https_and_wss(server: Any, responder: Any,
         ws.send("over tls")
         assert ws.recv(timeout=10) == "over tls"
     assert schemes == ["https", "wss"]
+
+
+def test_reload_restarts_the_server_when_code_changes(server: Any, tmp_path: Path) -> None:
+    """``--reload`` serves through a child that is replaced (a new server id in the
+    registry) when a .py file under the working directory changes; SIGTERM ends both."""
+    process = server("--reload")
+    layer = layer_from_url(process.layer_url)
+
+    def server_ids() -> set[str]:
+        return set(layer.live_processes("interfaceserver"))
+
+    deadline = time.monotonic() + 20
+    while not server_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = server_ids()
+    assert first, "the server never registered"
+    (tmp_path / "app_module.py").write_text("CHANGED = True\n")
+    while not server_ids() - first and time.monotonic() < deadline + 20:
+        time.sleep(0.1)
+    assert server_ids() - first, "no new server after the change"
+    assert process.request("GET", "/").status == 503  # serving again (no worker: 503)
+    process.proc.send_signal(signal.SIGTERM)
+    assert process.proc.wait(30) == 0
+    layer.close()
