@@ -33,6 +33,7 @@ from asgi_spec.acks import AtLeastOnceRules, Receipt, split_receipt
 from asgi_spec.capacity import CapacityRules
 from asgi_spec.exceptions import (
     ChannelFull,
+    ChannelLayerError,
     InvalidChannelName,
     LayerConfigError,
     MessageTooLarge,
@@ -155,6 +156,34 @@ class BaseChannelLayer:
         queue = names.non_local_name(channel)
         self._send(channel, queue, body, self.clock() + self.expiry, self.get_capacity(queue))
 
+    def send_many(
+        self, items: Iterable[tuple[str, dict[str, Any]]],
+    ) -> list[ChannelLayerError | None]:
+        """``send`` each ``(channel, message)`` in order; report each outcome.
+
+        Returns one entry per item: ``None`` when it was queued, else the
+        error ``send`` would have raised (``ChannelFull``, ``InvalidMessage``
+        ...). One bad or refused item never stops the others. A backend may
+        queue them all in one round trip (the Redis layer pipelines them).
+        """
+        results: list[ChannelLayerError | None] = []
+        prepared = []
+        for channel, message in items:
+            try:
+                names.validate_channel_name(channel)
+                body = codec.encode(message, self.max_message_size)
+            except ChannelLayerError as exc:
+                results.append(exc)
+                continue
+            queue = names.non_local_name(channel)
+            prepared.append((len(results), (channel, queue, body, self.clock() + self.expiry,
+                                            self.get_capacity(queue))))
+            results.append(None)
+        outcomes = self._send_many([args for _, args in prepared])
+        for (index, _), outcome in zip(prepared, outcomes, strict=True):
+            results[index] = outcome
+        return results
+
     def receive(
         self, channels: Iterable[str], block: bool = False, *, timeout: float | None = None
     ) -> Received:
@@ -245,6 +274,17 @@ class BaseChannelLayer:
     def global_statistics(self) -> dict[str, Any]:
         """Totals over all channels: counts sent, pending, full, expired, dropped."""
         return self._statistics(None)
+
+    def groups(self) -> list[str]:
+        """The names of the groups that have members, sorted.
+
+        A group is listed while at least one of its memberships is younger
+        than ``group_expiry``; ``group_channels(name)`` gives its live members
+        (a member whose channel let a message expire unread may keep a group
+        listed until something looks at that channel's queue). Meant for
+        operators' tools (``switchboard status``), not for application logic.
+        """
+        return sorted(self._group_names(self.clock()))
 
     def channel_statistics(self, channel: str) -> dict[str, Any]:
         """Counters for one channel (its queue, for ``prefix!local``).
@@ -494,6 +534,19 @@ class BaseChannelLayer:
                              timeout: float) -> tuple[str, bytes] | None:
         raise NotImplementedError
 
+    def _send_many(self, sends: list[tuple[str, str, bytes, float, int]],
+                   ) -> list[ChannelLayerError | None]:
+        """One ``_send`` per ``(channel, queue, body, expires_at, capacity)``; backends may
+        pipeline. Never raises a ``ChannelLayerError``: it is returned in its slot."""
+        outcomes: list[ChannelLayerError | None] = []
+        for args in sends:
+            try:
+                self._send(*args)
+                outcomes.append(None)
+            except ChannelLayerError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     def _receive_batch(self, queues: list[str], max_messages: int,
                        timeout: float) -> list[tuple[str, bytes]]:
         """One (possibly blocking) receive, then non-blocking ones; backends may batch."""
@@ -540,6 +593,10 @@ class BaseChannelLayer:
 
     def _statistics(self, queue: str | None) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _group_names(self, now: float) -> list[str]:
+        """Names of groups with a membership added after ``now - group_expiry``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its groups")
 
     def _receive_receipt(self, queues: list[str], timeout: float,
                          acked: frozenset[str]) -> Popped | None:

@@ -247,6 +247,37 @@ class ChannelLayerConformance:
 
     # -- batches -----------------------------------------------------------
 
+    def test_send_many_reports_each_outcome_in_order(self, make_layer):
+        """``send_many`` queues every good item and returns, per item, ``None`` or the
+        error ``send`` would have raised; a refused item does not stop the others."""
+        layer = make_layer(capacity=1)
+        layer.send("sb.full", {"x": 0})
+        results = layer.send_many([
+            ("srv!a", {"n": 1}), ("sb.full", {"n": 2}), ("bad name", {"n": 3}),
+            ("sb.free", {"bad": object()}), ("srv!b", {"n": 5}), ("sb.other", {"n": 6}),
+        ])
+        assert results[0] is None and results[4] is None and results[5] is None
+        assert isinstance(results[1], ChannelFull)
+        assert isinstance(results[2], InvalidChannelName)
+        assert isinstance(results[3], InvalidMessage)
+        assert layer.receive_batch(["srv!"], 10) == [("srv!a", {"n": 1}), ("srv!b", {"n": 5})]
+        assert layer.receive(["sb.other"]) == ("sb.other", {"n": 6})
+        assert layer.receive(["sb.free"]) == (None, None)
+
+    def test_send_many_keeps_each_channels_order(self, layer):
+        """Messages for one channel in a ``send_many`` arrive in the order given."""
+        items = [(f"srv!c{n % 3}", {"n": n}) for n in range(30)]
+        assert layer.send_many(items) == [None] * 30
+        got = layer.receive_batch(["srv!"], 100)
+        for local in ("srv!c0", "srv!c1", "srv!c2"):
+            numbers = [message["n"] for channel, message in got if channel == local]
+            assert numbers == sorted(numbers) and len(numbers) == 10
+
+    def test_send_many_of_nothing(self, layer):
+        """``send_many([])`` returns ``[]``."""
+        assert layer.send_many([]) == []
+
+
     def test_receive_batch_takes_what_is_waiting_in_order(self, layer):
         """``receive_batch`` returns up to ``max_messages`` messages in receive order."""
         for n in range(5):
@@ -585,6 +616,29 @@ class ChannelLayerConformance:
         assert layer.receive(["sb.full"]) == ("sb.full", {"first": True})
         assert layer.channel_statistics("sb.full")["group_send_dropped_count"] == 1
         assert layer.global_statistics()["group_send_dropped_count"] == 1
+
+    def test_groups_lists_the_groups_with_members(self, layer):
+        """``groups()`` names every group with a member, sorted; an emptied group and a
+        flushed layer list none."""
+        assert layer.groups() == []
+        layer.group_add("room", "sb.a")
+        layer.group_add("room", "srv!b")
+        layer.group_add("lobby", "sb.a")
+        assert layer.groups() == ["lobby", "room"]
+        layer.group_discard("room", "sb.a")
+        layer.group_discard("room", "srv!b")
+        assert layer.groups() == ["lobby"]
+        layer.flush()
+        assert layer.groups() == []
+
+    def test_groups_forget_expired_memberships(self, make_layer, clock):
+        """A group whose every membership is older than ``group_expiry`` is not listed."""
+        layer = make_layer(group_expiry=100)
+        layer.group_add("old", "sb.a")
+        clock.advance(60)
+        layer.group_add("new", "sb.a")
+        clock.advance(50)
+        assert layer.groups() == ["new"]
 
     # -- flush -------------------------------------------------------------
 

@@ -10,8 +10,21 @@ Worker ``info`` keys (all written by ``worker``): ``channels`` (the channel
 names, or ``fnmatch`` globs, it receives from; a worker whose info has no
 ``channels`` key is taken to consume every channel), ``host``, ``pid``,
 ``threads``, ``started_at`` (epoch seconds), ``processed`` (messages
-handled), ``busy`` (threads running a consumer now) and ``current`` (the
-channel of a message being handled, or ``None``).
+handled), ``busy`` (threads running a consumer now), ``current`` (the
+channel of the longest-running message being handled, or ``None``),
+``current_since`` (when that message started, or ``None``), ``failed``
+(messages whose consumer raised), ``by_channel`` (``{channel: [handled,
+seconds spent, failed]}``), ``heartbeat_at`` (the layer's clock when it
+sent this info) and ``heartbeat_interval`` (seconds between its heartbeats).
+
+Interface server ``info`` keys (written by ``interface_server``): ``host``,
+``pid``, ``reply_prefix`` (the ``<server-id>!`` queue its replies arrive on),
+``listening``, ``connections``, ``http_connections``,
+``http_requests_in_flight``, ``websockets``, ``started_at``,
+``heartbeat_at`` (the layer's clock) and ``heartbeat_interval``.
+
+Every key but ``channels`` is informational: readers (``asgi_spec.ops``)
+treat a missing one as unknown, so older processes still show up.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from pathlib import Path
 
 # Make the top-level packages importable for autodoc without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Local extensions: clickref renders the CLI reference from the click commands.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 
 project = "Switchboard"
 author = "The Switchboard developers"
@@ -19,6 +21,7 @@ copyright = "the Switchboard developers"
 extensions = [
     "sphinx.ext.autodoc",
     "myst_parser",  # only to include ../CHANGELOG.md in changelog.rst
+    "clickref",  # .. click-command:: module:attr (docs/_ext/clickref.py)
 ]
 
 # Pages are reStructuredText. Markdown files are read only where an

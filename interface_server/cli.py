@@ -59,6 +59,8 @@ class Settings:
     fds: list[int] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
     verbosity: int = 1
+    ops_port: int | None = None
+    ops_bind: str = "127.0.0.1"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
@@ -137,6 +139,31 @@ class Settings:
 @click.option("--access-log-json", is_flag=True, default=False,
               envvar="INTERFACESERVER_ACCESS_LOG_JSON", show_envvar=True,
               help="Write access-log lines as JSON objects.")
+@click.option("--metrics/--no-metrics", default=False, envvar="INTERFACESERVER_METRICS",
+              show_envvar=True, help="Serve Prometheus metrics at --metrics-path.")
+@click.option("--metrics-path", default="/metrics", envvar="INTERFACESERVER_METRICS_PATH",
+              show_envvar=True, help="The path of --metrics.")
+@click.option("--health/--no-health", default=False, envvar="INTERFACESERVER_HEALTH",
+              show_envvar=True, help="Serve liveness at --health-path and readiness (a layer "
+              "round trip, a live worker for http.request) at --ready-path.")
+@click.option("--health-path", default="/-/health", envvar="INTERFACESERVER_HEALTH_PATH",
+              show_envvar=True, help="The liveness path of --health.")
+@click.option("--ready-path", default="/-/ready", envvar="INTERFACESERVER_READY_PATH",
+              show_envvar=True, help="The readiness path of --health.")
+@click.option("--dashboard/--no-dashboard", default=False, envvar="INTERFACESERVER_DASHBOARD",
+              show_envvar=True, help="Serve a live dashboard at --dashboard-path (its JSON "
+              "feed at PATH.json).")
+@click.option("--dashboard-path", default="/-/dashboard",
+              envvar="INTERFACESERVER_DASHBOARD_PATH", show_envvar=True,
+              help="The path of --dashboard.")
+@click.option("--ops-port", type=click.IntRange(0, 65535), envvar="INTERFACESERVER_OPS_PORT",
+              show_envvar=True, help="Serve the enabled metrics, health and dashboard on this "
+              "port only, not on the application's.")
+@click.option("--ops-bind", default="127.0.0.1", envvar="INTERFACESERVER_OPS_BIND",
+              show_envvar=True, help="The interface --ops-port listens on.")
+@click.option("--ops-interval", type=click.FloatRange(min=0.1), default=2.0,
+              envvar="INTERFACESERVER_OPS_INTERVAL", show_envvar=True,
+              help="Seconds between two looks at the layer for --metrics and --dashboard.")
 @click.option("-v", "--verbosity", type=click.IntRange(0, 2), default=1,
               envvar="INTERFACESERVER_VERBOSITY", show_envvar=True,
               help="0: warnings, 1: info, 2: debug.")
@@ -206,9 +233,18 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
             access_log=options["access_log"],
             access_log_format=options["access_log_format"],
             access_log_json=options["access_log_json"],
+            metrics=options["metrics"], metrics_path=options["metrics_path"],
+            health=options["health"], health_path=options["health_path"],
+            ready_path=options["ready_path"], dashboard=options["dashboard"],
+            dashboard_path=options["dashboard_path"],
+            ops_on_app_ports=options["ops_port"] is None, ops_interval=options["ops_interval"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx) from None
+    if options["ops_port"] is not None and not (options["metrics"] or options["health"]
+                                                or options["dashboard"]):
+        raise click.UsageError("--ops-port serves --metrics, --health and --dashboard: "
+                               "enable at least one", ctx)
     for description in options["endpoints"]:
         check_endpoint(ctx, description)
     fds = list(options["fds"])
@@ -220,7 +256,8 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
     return Settings(
         layer=options["layer"], config=config, host=host, port=options["port"],
         unix_socket=options["unix_socket"], fds=fds, endpoints=list(options["endpoints"]),
-        verbosity=options["verbosity"],
+        verbosity=options["verbosity"], ops_port=options["ops_port"],
+        ops_bind=options["ops_bind"],
     )
 
 
@@ -301,7 +338,21 @@ def run(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
-    reactor.callWhenRunning(lambda: server.start().addErrback(started_failed))
+    def start() -> None:
+        server.start().addErrback(started_failed)
+        if settings.ops_port is not None and server.ops is not None:
+            from twisted.internet.endpoints import serverFromString
+
+            from interface_server.endpoints import tcp_endpoint
+
+            endpoint = serverFromString(reactor, tcp_endpoint(settings.ops_bind,
+                                                              settings.ops_port, 128))
+            server.ops.listen(endpoint).addCallbacks(
+                lambda port: logger.info("operations endpoints on %s:%d",
+                                         settings.ops_bind, port.getHost().port),
+                started_failed)
+
+    reactor.callWhenRunning(start)
     reactor.run(installSignalHandlers=False)
     layer.close()
     return status["code"]

@@ -64,6 +64,20 @@ class ServerConfig:
     heartbeat_interval: float = 5.0
     #: The live-worker view is refreshed at most this often (seconds).
     worker_refresh_interval: float = 1.0
+    #: Operations endpoints (``interface_server.operations``), each off by default:
+    #: Prometheus metrics, liveness and readiness, the live dashboard (and its JSON
+    #: feed at ``dashboard_path + ".json"``).
+    metrics: bool = False
+    metrics_path: str = "/metrics"
+    health: bool = False
+    health_path: str = "/-/health"
+    ready_path: str = "/-/ready"
+    dashboard: bool = False
+    dashboard_path: str = "/-/dashboard"
+    #: Serve them on the application's ports too (False with ``--ops-port``).
+    ops_on_app_ports: bool = True
+    #: Seconds between two looks at the layer for the metrics and the dashboard.
+    ops_interval: float = 2.0
     trusted_proxies: TrustedProxies = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,7 +87,7 @@ class ServerConfig:
     def validate(self) -> None:
         for name in ("http_timeout", "websocket_connect_timeout", "ping_timeout",
                      "header_timeout", "keep_alive_timeout", "sweep_interval",
-                     "heartbeat_interval", "worker_refresh_interval"):
+                     "heartbeat_interval", "worker_refresh_interval", "ops_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -93,6 +107,14 @@ class ServerConfig:
                              f"got {self.root_path!r}")
         if self.access_log_format is not None:
             check_template(self.access_log_format)
+        paths = [self.metrics_path, self.health_path, self.ready_path, self.dashboard_path,
+                 self.dashboard_path + ".json"]
+        for name, path in zip(("metrics_path", "health_path", "ready_path", "dashboard_path"),
+                              paths, strict=False):
+            if not isinstance(path, str) or not path.startswith("/") or " " in path:
+                raise ValueError(f"{name} must be a URL path starting with '/', got {path!r}")
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"the operations paths must differ, got {paths}")
 
     def replace(self, **changes: object) -> ServerConfig:
         """A copy with ``changes`` applied (and validated)."""

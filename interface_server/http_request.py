@@ -112,6 +112,8 @@ class ChannelRequest(http.Request):
     def process(self) -> None:
         server, config = self.server, self.server.config
         self.waiting_since = server.now()
+        if server.ops is not None and server.ops.handle(self):
+            return  # an operations path (/metrics, /-/health ...), answered by the server
         parts = RequestParts(
             method=self.method, target=self.uri, version=self.clientproto,
             headers=self.raw_headers, client=peer_address(self.client),

@@ -55,6 +55,7 @@ from interface_server.config import ServerConfig
 from interface_server.http_channel import SwitchboardHTTPFactory
 from interface_server.http_request import ChannelRequest
 from interface_server.layer_io import AsyncioLayerIO, LayerIO
+from interface_server.operations import Operations
 from interface_server.ws_protocol import SwitchboardWebSocketFactory, upgrade_request
 
 logger = logging.getLogger("interface_server")
@@ -116,6 +117,9 @@ class Server:
         self.websockets: set[Any] = set()
         self.draining = False
         self.http_factory = SwitchboardHTTPFactory(self)
+        # Operations endpoints (metrics, health, dashboard): None unless configured.
+        self.ops = Operations(self) if Operations.wanted(self.config) else None
+        self.metrics = self.ops.metrics if self.ops is not None else None
         self.ws_factory = SwitchboardWebSocketFactory(self)
         self.endpoints = [serverFromString(reactor, e) if isinstance(e, str) else e
                           for e in endpoints]
@@ -150,12 +154,16 @@ class Server:
         self.ports = list(ports)
         for port in self.ports:
             logger.info("listening on %s (reply prefix %s)", _describe(port), self.router.prefix)
+        if self._heartbeat.running:
+            self.heartbeat()  # publish the ports now, not one interval later
         return self.ports
 
     def start_timers(self) -> None:
         self._sweeper.start(self.config.sweep_interval, now=False)
         if self.has_registry:
             self._heartbeat.start(self.config.heartbeat_interval, now=True)
+        if self.ops is not None:
+            self.ops.start()
 
     def shutdown(self) -> Deferred[None]:
         """Drain and stop (see the module docstring). Idempotent."""
@@ -195,6 +203,8 @@ class Server:
         for loop in (self._sweeper, self._heartbeat):
             if loop.running:
                 loop.stop()
+        if self.ops is not None:
+            self.ops.stop()
         if self.has_registry:
             unregister = self.layer_io.call(self.layer.unregister_process, REGISTRY_KIND,
                                             self.server_id)
@@ -231,6 +241,8 @@ class Server:
             except Exception as exc:
                 failures += 1
                 self.workers.doubt(self.now())  # the registry may come back emptied
+                if self.metrics is not None:
+                    self.metrics.layer_error("receive", exc)
                 log = logger.error if failures == 1 else logger.debug
                 log("cannot receive replies from the layer (%s); retrying with backoff", exc)
                 self._waiting = task.deferLater(self.reactor, min(0.1 * 2 ** failures, 5.0))
@@ -254,6 +266,8 @@ class Server:
             self.stats["replies_dropped"] += 1
             logger.debug("dropped a reply for %s: no such connection (any more)", channel)
             return
+        if self.metrics is not None:
+            self.metrics.reply_received(target, message, self.now())
         try:
             target.handle_reply(message)
         except Exception:
@@ -264,6 +278,8 @@ class Server:
     def send_to_layer(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
         self._sends_in_flight += 1
         self.stats["messages_sent"] += 1
+        if self.metrics is not None:
+            self.metrics.message_sent(channel)
         sent = self.layer_io.send(channel, message)
         sent.addBoth(self._send_done)
         return sent
@@ -272,6 +288,8 @@ class Server:
         self._sends_in_flight -= 1
         if isinstance(result, Failure) and result.check(LayerUnavailable):
             self.workers.doubt(self.now())  # the registry may come back emptied
+        if isinstance(result, Failure) and self.metrics is not None:
+            self.metrics.layer_error("send", result)
         return result
 
     def send_disconnect(self, channel: str, message: dict[str, Any]) -> None:
@@ -336,6 +354,8 @@ class Server:
             if self.workers.loaded_at is None or self.workers.worker_count is not None:
                 logger.warning("cannot read the worker registry: %s", result.value)
             self.workers.failed(self.now())
+            if self.metrics is not None:
+                self.metrics.layer_error("registry", result)
         else:
             self.workers.update(self.now(), result)
         waiters, self._refresh_waiters = self._refresh_waiters, []
@@ -390,10 +410,14 @@ class Server:
     def _heartbeat_failed(self, failure: Failure) -> None:
         logger.warning("registry heartbeat failed: %s", failure.value)
         self.workers.doubt(self.now())  # the registry may come back emptied
+        if self.metrics is not None:
+            self.metrics.layer_error("heartbeat", failure)
 
     # -- logging and introspection ----------------------------------------------
 
     def log_access(self, record: AccessRecord) -> None:
+        if self.metrics is not None:
+            self.metrics.access(record)
         if not self.config.access_log:
             return
         if self.config.access_log_json:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgi_spec import formats, names
-from worker.outbox import current_outbox
+from worker.outbox import before_immediate, current_outbox
 
 Validator = Callable[[Any], Any]
 
@@ -58,6 +58,7 @@ class Channel:
         outbox = current_outbox()
         layer = self.layer if self.layer is not None else _layer_for(None, repr(self))
         if immediately or outbox is None:
+            before_immediate()
             layer.send(self.name, content)
         else:
             outbox.hold("channel", layer, self.name, dict(content))
@@ -88,7 +89,9 @@ class Group:
 
     def add(self, channel: Channel | str) -> None:
         """Make ``channel`` a member now (not held until the consumer returns)."""
-        _layer_for(self.layer, repr(self)).group_add(self.name, _channel_name(channel))
+        layer = _layer_for(self.layer, repr(self))
+        before_immediate()
+        layer.group_add(self.name, _channel_name(channel))
 
     def discard(self, channel: Channel | str, immediately: bool = True) -> None:
         """Remove ``channel``; a non-member is no error.
@@ -100,6 +103,7 @@ class Group:
         layer = _layer_for(self.layer, repr(self))
         outbox = current_outbox()
         if immediately or outbox is None:
+            before_immediate()
             layer.group_discard(self.name, _channel_name(channel))
         else:
             outbox.hold("discard", layer, self.name, {"channel": _channel_name(channel)})
@@ -110,6 +114,7 @@ class Group:
         outbox = current_outbox()
         layer = _layer_for(self.layer, repr(self))
         if immediately or outbox is None:
+            before_immediate()
             layer.send_group(self.name, content)
         else:
             outbox.hold("group", layer, self.name, dict(content))

@@ -80,6 +80,7 @@ def child_command(routing: str, layer: str, options: dict[str, Any], name: str |
     """The command line of one supervised ``runworker`` child process."""
     command = [sys.executable, "-m", "worker.cli", routing, "--layer", layer,
                "--threads", str(options["threads"]), "--processes", "1",
+               "--batch-size", str(options.get("batch_size", 1)),
                "--verbosity", str(options["verbosity"])]
     for glob in options["only_channels"]:
         command += ["--only-channels", glob]
@@ -112,6 +113,12 @@ def child_command(routing: str, layer: str, options: dict[str, Any], name: str |
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               show_envvar=True, help="Worker processes; more than 1 runs a supervisor "
                                      "that restarts dead ones.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              show_envvar=True,
+              help="For fast consumers: take up to this many waiting messages per receive "
+                   "(fewer when consumers are slow: a batch holds about 5 ms of work) and "
+                   "send their replies together. One thread works through a batch alone, "
+                   "so keep 1 when consumer times vary.")
 @click.option("-v", "--verbosity", type=click.IntRange(0, 3), default=1, show_default=True,
               show_envvar=True, help="0 warnings, 1 info, 2 debug.")
 @click.option("--name", show_envvar=True,
@@ -123,8 +130,8 @@ def child_command(routing: str, layer: str, options: dict[str, Any], name: str |
                    "directory changes.")
 def runworker(routing_argument: str | None, routing_option: str | None, layer: str,
               only_channels: tuple[str, ...], exclude_channels: tuple[str, ...], threads: int,
-              processes: int, verbosity: int, name: str | None, debug: bool,
-              reload: bool) -> None:
+              processes: int, batch_size: int, verbosity: int, name: str | None,
+              debug: bool, reload: bool) -> None:
     """Consume the channels of ROUTING (module:attr) and run their consumers."""
     configure_logging(verbosity)
     if reload:
@@ -135,7 +142,7 @@ def runworker(routing_argument: str | None, routing_option: str | None, layer: s
     try:
         worker = Worker(channel_layer, router, only_channels=only_channels,
                         exclude_channels=exclude_channels, name=name, threads=threads,
-                        debug=debug)
+                        debug=debug, batch_size=batch_size)
     except InvalidChannelName as exc:
         channel_layer.close()
         raise click.BadParameter(str(exc), param_hint="--name") from None
@@ -145,6 +152,7 @@ def runworker(routing_argument: str | None, routing_option: str | None, layer: s
     if processes > 1:
         channel_layer.close()
         options = {"threads": threads, "verbosity": verbosity, "debug": debug,
+                   "batch_size": batch_size,
                    "only_channels": only_channels, "exclude_channels": exclude_channels}
         commands = [child_command(routing, layer, options, f"{name}-{n + 1}" if name else None)
                     for n in range(processes)]

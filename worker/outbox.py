@@ -12,6 +12,15 @@ retried after growing delays adding up to ``retry_total`` seconds (2 s), then
 logged and dropped. Later held sends to a channel that was given up on are
 dropped too, so a client never sees frame 3 after a lost frame 2. Flushing
 never raises: a worker must not die because a reply could not be delivered.
+
+Batches: a worker that takes several messages in one receive runs each
+consumer in its own ``Outbox`` as above, but moves a successful consumer's
+held operations into the ``Batch`` instead of flushing them; the batch flushes
+them all, in order, when the last message is done -- consecutive sends to
+distinct channels go out in one ``send_many`` (one round trip on Redis). An
+immediate operation of a later consumer (``immediately=True``, ``Group.add``)
+first flushes what the batch holds, so operations still reach the layer in
+the order the consumers made them.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ logger = logging.getLogger("worker.outbox")
 Sleep = Callable[[float], None]
 
 _active: ContextVar[Outbox | None] = ContextVar("switchboard_outbox", default=None)
+_batch: ContextVar[Batch | None] = ContextVar("switchboard_batch", default=None)
 
 #: Errors worth retrying: backpressure and a layer that went away for a moment.
 RETRYABLE = (ChannelFull, ConnectionError)
@@ -39,6 +49,18 @@ RETRYABLE = (ChannelFull, ConnectionError)
 def current_outbox() -> Outbox | None:
     """The outbox of the consumer running in this thread or task, if any."""
     return _active.get()
+
+
+def current_batch() -> Batch | None:
+    """The batch of messages this thread is working through, if any."""
+    return _batch.get()
+
+
+def before_immediate() -> None:
+    """Flush what the current batch holds: an immediate operation comes after it."""
+    batch = _batch.get()
+    if batch is not None:
+        batch.flush()
 
 
 def send_with_retry(layer: Any, channel: str, content: dict[str, Any], *,
@@ -100,35 +122,110 @@ class Outbox:
     def flush(self) -> int:
         """Send the held messages in order; return how many were sent. Never raises."""
         pending, self.pending = self.pending, []
-        sent = 0
-        given_up: set[str] = set()
-        for kind, layer, name, content in pending:
-            if kind == "group":
-                sent += self._send_group(layer, name, content)
-            elif kind == "discard":
-                self._group_discard(layer, name, content["channel"])
-            elif name in given_up:
-                logger.error("dropped a message to %r: an earlier one to it was dropped", name)
-            elif send_with_retry(layer, name, content, sleep=self.sleep,
-                                 retry_total=self.retry_total):
-                sent += 1
-            else:
-                given_up.add(name)
-        return sent
+        return flush_operations(pending, sleep=self.sleep, retry_total=self.retry_total)
 
-    @staticmethod
-    def _group_discard(layer: Any, group: str, channel: str) -> None:
-        try:
-            layer.group_discard(group, channel)
-        except Exception as exc:  # like a send: logged, never raised
-            logger.error("could not take %r out of group %r: %s: %s", channel, group,
-                         type(exc).__name__, exc)
 
-    @staticmethod
-    def _send_group(layer: Any, group: str, content: dict[str, Any]) -> int:
+class Batch:
+    """The held operations of the consumers of one batch of messages, flushed together."""
+
+    def __init__(self, *, sleep: Sleep = time.sleep, retry_total: float = 2.0) -> None:
+        self.sleep = sleep
+        self.retry_total = retry_total
+        self.pending: list[tuple[str, Any, str, dict[str, Any]]] = []
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[Batch]:
+        token = _batch.set(self)
         try:
-            layer.send_group(group, content)
-            return 1
-        except Exception as exc:  # group sends never raise ChannelFull; anything else is logged
-            logger.error("dropped a message to group %r: %s: %s", group, type(exc).__name__, exc)
-            return 0
+            yield self
+        finally:
+            _batch.reset(token)
+
+    def take(self, outbox: Outbox) -> None:
+        """Adopt the held operations of a consumer that returned."""
+        self.pending.extend(outbox.pending)
+        outbox.pending = []
+
+    def flush(self) -> int:
+        """Send everything held, in order; return how many messages went. Never raises."""
+        pending, self.pending = self.pending, []
+        return flush_operations(pending, sleep=self.sleep, retry_total=self.retry_total)
+
+
+def flush_operations(operations: list[tuple[str, Any, str, dict[str, Any]]], *,
+                     sleep: Sleep, retry_total: float) -> int:
+    """Carry out held operations in order; consecutive sends to distinct channels of
+    one layer go in one ``send_many``. Returns how many messages were sent."""
+    sent = 0
+    given_up: set[str] = set()
+    index = 0
+    while index < len(operations):
+        kind, layer, name, content = operations[index]
+        if kind == "channel":
+            run: list[tuple[str, dict[str, Any]]] = []
+            names_in_run: set[str] = set()
+            while (index < len(operations) and operations[index][0] == "channel"
+                   and operations[index][1] is layer
+                   and operations[index][2] not in names_in_run):
+                run.append((operations[index][2], operations[index][3]))
+                names_in_run.add(operations[index][2])
+                index += 1
+            sent += _send_run(layer, run, given_up, sleep, retry_total)
+            continue
+        index += 1
+        if kind == "group":
+            sent += _send_group(layer, name, content)
+        elif kind == "discard":
+            _group_discard(layer, name, content["channel"])
+    return sent
+
+
+def _send_run(layer: Any, run: list[tuple[str, dict[str, Any]]], given_up: set[str],
+              sleep: Sleep, retry_total: float) -> int:
+    """Send to distinct channels (one round trip when the layer has ``send_many``);
+    retry the refused ones one by one. A channel given up on gets nothing more."""
+    live = []
+    for name, content in run:
+        if name in given_up:
+            logger.error("dropped a message to %r: an earlier one to it was dropped", name)
+        else:
+            live.append((name, content))
+    outcomes: list[Any] = [UNSENT] * len(live)
+    send_many = getattr(layer, "send_many", None)
+    if len(live) > 1 and send_many is not None:
+        try:
+            outcomes = send_many(live)
+        except Exception:  # a layer that raises here: each one is retried below
+            outcomes = [UNSENT] * len(live)
+    sent = 0
+    for (name, content), outcome in zip(live, outcomes, strict=True):
+        retry = outcome is UNSENT or isinstance(outcome, RETRYABLE)
+        if outcome is None or (retry and send_with_retry(
+                layer, name, content, sleep=sleep, retry_total=retry_total)):
+            sent += 1
+            continue
+        if not retry:
+            logger.error("dropped a message to %r: %s: %s", name,
+                         type(outcome).__name__, outcome)
+        given_up.add(name)
+    return sent
+
+
+#: Stands for "not sent yet" in ``_send_run``: send it (with retries) one by one.
+UNSENT = object()
+
+
+def _group_discard(layer: Any, group: str, channel: str) -> None:
+    try:
+        layer.group_discard(group, channel)
+    except Exception as exc:  # like a send: logged, never raised
+        logger.error("could not take %r out of group %r: %s: %s", channel, group,
+                     type(exc).__name__, exc)
+
+def _send_group(layer: Any, group: str, content: dict[str, Any]) -> int:
+    try:
+        layer.send_group(group, content)
+        return 1
+    except Exception as exc:  # group sends never raise ChannelFull; anything else is logged
+        logger.error("dropped a message to group %r: %s: %s", group, type(exc).__name__, exc)
+        return 0

@@ -45,10 +45,13 @@ from worker.async_runner import EventLoopThread
 from worker.backoff import Backoff
 from worker.exceptions import ConsumeLater, DenyConnection
 from worker.message import RETRIES_KEY, Message
-from worker.outbox import Outbox, send_with_retry
+from worker.outbox import Batch, Outbox, before_immediate, current_batch, send_with_retry
 from worker.routing import Router
 
 logger = logging.getLogger("worker")
+
+#: Seconds of consumer work one batch may hold back (see ``Worker.batch_limit``).
+BATCH_BUDGET = 0.005
 
 #: Channels where a consumer error in debug mode closes the socket with 1011.
 _WEBSOCKET_OPEN = frozenset({formats.WEBSOCKET_CONNECT, formats.WEBSOCKET_RECEIVE})
@@ -107,6 +110,7 @@ class Worker:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_ttl: float = HEARTBEAT_TTL,
         shutdown_timeout: float = 30.0,
+        batch_size: int = 1,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] | None = None,
     ) -> None:
@@ -129,6 +133,10 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_ttl = heartbeat_ttl
         self.shutdown_timeout = shutdown_timeout
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self._typical: float | None = None  # moving average of a consumer's seconds
         self.clock = clock
         self._stopping = threading.Event()
         # Backoff after layer errors stops early on shutdown; reply retries never do.
@@ -149,14 +157,20 @@ class Worker:
     # -- the unit of work ---------------------------------------------------
 
     def run_once(self, block: bool = True) -> bool:
-        """Receive and handle one message; ``False`` if none came (or the layer failed)."""
+        """Receive and handle what is waiting (up to ``batch_size`` messages, one round
+        trip); ``False`` if nothing came (or the layer failed)."""
         receipt = None
+        batch: list[tuple[str, dict[str, Any]]] = []
         try:
             if self._receipts:
                 channel, content, receipt = self.layer.receive_with_receipt(
                     self.channels, block=block)
+                batch = [] if channel is None else [(channel, content)]
+            elif (limit := self.batch_limit()) > 1 and hasattr(self.layer, "receive_batch"):
+                batch = self.layer.receive_batch(self.channels, limit, block=block)
             else:
                 channel, content = self.layer.receive(self.channels, block=block)
+                batch = [] if channel is None else [(channel, content)]
         except Exception as exc:
             self._layer_failed(exc)
             return False
@@ -165,12 +179,35 @@ class Worker:
             self._backoff.reset()
             logger.warning("channel layer is reachable again; worker %s resumes", self.name)
             self.heartbeat()  # a restarted Redis has lost the registry: be seen at once
-        if channel is None:
+        if not batch:
             return False
-        done = self.handle(channel, content)
-        if receipt is not None:
-            self._acknowledge(channel, receipt, done)
+        if len(batch) == 1:
+            done = self.handle(*batch[0])
+            if receipt is not None:
+                self._acknowledge(batch[0][0], receipt, done)
+            return True
+        held = Batch(sleep=self._retry_sleep, retry_total=self.retry_total)
+        with held.activate():
+            for channel, content in batch:
+                self.handle(channel, content)
+        held.flush()
         return True
+
+    def batch_limit(self) -> int:
+        """How many messages to take in one receive now.
+
+        Batches (``batch_size`` > 1, off by default) save round trips, but one
+        thread works through a batch alone: a slow consumer holds the rest of
+        it back while other threads or workers idle. So the limit follows the
+        typical consumer time: a batch should take about ``BATCH_BUDGET``
+        seconds, never more than ``batch_size`` messages, and one at a time
+        until a consumer was timed. A fast route followed by slow ones can
+        still serialise a few; that is why batching is opt-in.
+        """
+        typical = self._typical
+        if self.batch_size == 1 or typical is None:
+            return 1
+        return max(1, min(self.batch_size, int(BATCH_BUDGET / max(typical, 1e-6))))
 
     def handle(self, channel: str, content: dict[str, Any]) -> bool:
         """Route and run one received message. Never raises.
@@ -234,6 +271,7 @@ class Worker:
             self._deny(message, consumer)
         except Exception:
             outbox.discard()
+            before_immediate()  # the earlier messages' replies go before this one's 500
             logger.exception("consumer %s raised on a message on %r (path=%r)",
                              _consumer_name(consumer), channel, message.get("path"))
             if self.debug and channel in _WEBSOCKET_OPEN:
@@ -242,7 +280,11 @@ class Worker:
                 self._reply(message, _error_response(self.debug))
             return False
         else:
-            outbox.flush()
+            batch = current_batch()
+            if batch is None:
+                outbox.flush()
+            else:
+                batch.take(outbox)
         return True
 
     def _requeue(self, message: Message) -> None:
@@ -293,6 +335,8 @@ class Worker:
             timing = self._timings.setdefault(channel, [0, 0.0, 0])
             timing[0] += 1
             timing[1] += seconds
+            self._typical = seconds if self._typical is None else (
+                0.8 * self._typical + 0.2 * seconds)
             if not done:
                 self.failed += 1
                 timing[2] += 1

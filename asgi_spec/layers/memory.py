@@ -344,6 +344,14 @@ class MemoryChannelLayer(BaseChannelLayer):
                 self._notify(touched)
         return delivered
 
+    def _group_names(self, now: float) -> list[str]:
+        with self._cond:
+            for group, members in list(self._groups.items()):
+                for channel, added in list(members.items()):
+                    if added + self.group_expiry <= now:
+                        self._remove_member(group, channel)
+            return list(self._groups)
+
     def _flush(self) -> None:
         with self._cond:
             self._queues.clear()

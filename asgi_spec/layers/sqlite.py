@@ -631,6 +631,12 @@ class SQLiteChannelLayer(BaseChannelLayer):
             self._ringer.ring(touched)
         return delivered
 
+    def _group_names(self, now: float) -> list[str]:
+        with self._transaction() as db:
+            db.execute("DELETE FROM memberships WHERE added_at <= ?", (now - self.group_expiry,))
+            rows = db.execute("SELECT DISTINCT grp FROM memberships").fetchall()
+        return [group for (group,) in rows]
+
     def _flush(self) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM messages")

@@ -756,3 +756,27 @@ def test_layer_from_url_picks_the_redis_layer(redis_url):
         layer.check()
     finally:
         layer.close()
+
+
+def test_send_many_is_one_write_per_server(make, monkeypatch):
+    """``send_many`` to one server is a single write on one connection, and the
+    messages of each channel arrive in the order given."""
+    layer = make()
+    layer.send("warm-up", {"x": 0})  # loads the script, opens the connection
+    counter = _CommandCounter(monkeypatch)
+    items = [(f"srv!c{n % 4}", {"n": n}) for n in range(40)]
+    assert layer.send_many(items) == [None] * 40
+    assert len(counter.commands) == 1
+    assert counter.commands[0].count(b"EVALSHA") == 40
+    got = layer.receive_batch(["srv!"], 100)
+    assert [message["n"] for _, message in got] == list(range(40))
+
+
+def test_send_many_after_the_server_lost_its_scripts(make, redis_server):
+    """After SCRIPT FLUSH (as after a restart) ``send_many`` still sends every message,
+    once, in order."""
+    layer = make()
+    layer.send("warm-up", {"x": 0})
+    redis.Redis(port=redis_server.port).script_flush()
+    assert layer.send_many([("srv!a", {"n": n}) for n in range(5)]) == [None] * 5
+    assert [m["n"] for _, m in layer.receive_batch(["srv!"], 10)] == [0, 1, 2, 3, 4]

@@ -136,7 +136,7 @@ def main() -> None:
             print(f"repetition {rep + 1}/{args.repeat}", flush=True)
             for name, python, adapter, url in contenders:
                 row = results.setdefault(name, {})
-                for workload in ("pairs", "stream", "wake"):
+                for workload in ("pairs", "stream", "burst", "wake"):
                     flush_redis(server)
                     extra = ({"samples": args.samples} if workload == "wake"
                              else {"duration": args.duration})
@@ -171,8 +171,8 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
 
 
 def render(summary: dict[str, Any], host: dict[str, Any], args: argparse.Namespace) -> str:
-    columns = ["pairs msg/s", "stream msg/s", "2x2 processes msg/s", "wake p50 ms",
-               "wake p99 ms"]
+    columns = ["pairs msg/s", "stream msg/s", "burst msg/s", "2x2 processes msg/s",
+               "wake p50 ms", "wake p99 ms"]
     peer = summary.get(PEER, {})
     lines = [
         "# Channel-layer benchmark",
@@ -202,7 +202,9 @@ def render(summary: dict[str, Any], host: dict[str, Any], args: argparse.Namespa
     lines += [
         "",
         "pairs: send then receive, one channel, one process. stream: a producer and a "
-        "consumer at once (threads for sync, tasks for async). 2x2 processes: two producer "
+        "consumer at once (threads for sync, tasks for async). burst: the same with 64 "
+        "messages per call (Switchboard's send_many and receive_batch; channels_redis has "
+        "no batch API: 64 concurrent sends). 2x2 processes: two producer "
         "and two consumer processes on one channel. wake: time from send to the return of a "
         "receive that was already blocked (latency ratios: peer / ours).",
     ]

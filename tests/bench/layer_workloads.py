@@ -10,6 +10,10 @@ Workloads (each message is a dict of about 100 bytes):
 
 * ``pairs``  -- send one message, receive it, repeat (one process, one channel).
 * ``stream`` -- a producer and a consumer run concurrently on one channel.
+* ``burst``  -- like ``stream``, but each side moves 64 messages per call where
+  the layer allows: Switchboard's ``send_many`` and ``receive_batch``;
+  channels_redis, which has no batch API, gets 64 concurrent sends
+  (``asyncio.gather``) and its plain receive.
 * ``wake``   -- a receiver is already blocked on a single-reader channel; each
   sample is the time from the start of ``send`` to the return of ``receive``.
 * ``produce`` / ``consume`` -- halves of the multi-process stream, started by
@@ -147,6 +151,32 @@ async def stream_async(adapter: Any, duration: float) -> dict[str, Any]:
     return {"messages": received, "per_second": received / elapsed}
 
 
+BURST = 64
+
+
+async def burst_async(adapter: Any, duration: float) -> dict[str, Any]:
+    """The peer's best effort at a burst: 64 sends in flight at once."""
+    started = time.perf_counter()
+    received = 0
+
+    async def consume() -> None:
+        nonlocal received
+        while True:
+            message = await adapter.receive(CHANNEL)
+            if message.get("stop"):
+                return
+            received += 1
+
+    consumer = asyncio.ensure_future(consume())
+    sent = 0
+    while time.perf_counter() - started < duration:
+        await asyncio.gather(*(adapter.send(CHANNEL, _message(sent + n)) for n in range(BURST)))
+        sent += BURST
+    await adapter.send(CHANNEL, {"stop": True})
+    await consumer
+    return {"messages": received, "per_second": received / (time.perf_counter() - started)}
+
+
 async def wake_async(adapter: Any, samples: int) -> dict[str, Any]:
     channel = await adapter.reply_channel()
     latencies: list[float] = []
@@ -188,6 +218,31 @@ def stream_sync(adapter: Any, duration: float) -> dict[str, Any]:
         adapter.send(CHANNEL, _message(sent))
         sent += 1
     adapter.send(CHANNEL, {"stop": True})
+    consumer.join()
+    return {"messages": received, "per_second": received / (time.perf_counter() - started)}
+
+
+def burst_sync(adapter: Any, duration: float) -> dict[str, Any]:
+    """``send_many`` and ``receive_batch``, 64 messages per call, in two threads."""
+    layer = adapter.layer
+    received = 0
+
+    def consume() -> None:
+        nonlocal received
+        while True:
+            got = layer.receive_batch([CHANNEL], BURST, block=True, timeout=5)
+            received += sum(1 for _, message in got if not message.get("stop"))
+            if any(message.get("stop") for _, message in got):
+                return
+
+    consumer = threading.Thread(target=consume)
+    started = time.perf_counter()
+    consumer.start()
+    sent = 0
+    while time.perf_counter() - started < duration:
+        layer.send_many([(CHANNEL, _message(sent + n)) for n in range(BURST)])
+        sent += BURST
+    layer.send(CHANNEL, {"stop": True})
     consumer.join()
     return {"messages": received, "per_second": received / (time.perf_counter() - started)}
 
@@ -288,7 +343,7 @@ def main() -> None:
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--workload", required=True,
-                        choices=["pairs", "stream", "wake", "produce", "consume"])
+                        choices=["pairs", "stream", "burst", "wake", "produce", "consume"])
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--start-at", type=float, default=0.0)
@@ -302,6 +357,7 @@ def main() -> None:
     elif is_async:
         work = {"pairs": lambda: pairs_async(adapter, args.duration),
                 "stream": lambda: stream_async(adapter, args.duration),
+                "burst": lambda: burst_async(adapter, args.duration),
                 "wake": lambda: wake_async(adapter, args.samples)}[args.workload]
 
         async def run() -> dict[str, Any]:
@@ -314,6 +370,7 @@ def main() -> None:
     else:
         work_sync = {"pairs": lambda: pairs_sync(adapter, args.duration),
                      "stream": lambda: stream_sync(adapter, args.duration),
+                     "burst": lambda: burst_sync(adapter, args.duration),
                      "wake": lambda: wake_sync(adapter, args.samples)}[args.workload]
         try:
             result = work_sync()

@@ -20,7 +20,8 @@ Contenders: ``switchboard`` (``interfaceserver`` + ``runworker
 tests.bench.app:channel_routing`` on Redis), ``daphne 4`` (the Channels 4
 project of ``tests/bench/peers/daphne_project``, channels_redis on the same
 Redis), ``uvicorn`` (``tests/bench/peers/raw_asgi.py``, no channel layer).
-Switchboard's plain-consumer HTTP is also run with 1, 2 and 4 workers.
+Switchboard's plain-consumer HTTP is also run with 1, 2 and 4 workers. The
+workers run with ``--batch-size 16`` (opt-in, for fast consumers such as these).
 
 Workloads: ``wrk`` for HTTP; ``tests/bench/server_client.py`` for WebSocket
 echo, the unloaded round trip, group fan-out and idle sockets. Each load is
@@ -264,6 +265,10 @@ def copy_project(stack: Stack) -> Path:
     return project
 
 
+#: ``runworker --batch-size`` for the benchmark's fast consumers.
+WORKER_BATCH_SIZE = 16
+
+
 def start_switchboard(
     name: str,
     redis_url: str,
@@ -300,6 +305,8 @@ def start_switchboard(
                         redis_url,
                         "--name",
                         worker_name,
+                        "--batch-size",
+                        str(WORKER_BATCH_SIZE),
                         "-v",
                         "0",
                     ],

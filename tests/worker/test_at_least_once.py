@@ -25,6 +25,7 @@ def acks_layer(**options: Any) -> MemoryChannelLayer:
 
 def make_worker(routing: Any, layer: MemoryChannelLayer, **options: Any) -> Worker:
     options.setdefault("sleep", SleepRecorder())
+    options.setdefault("batch_size", 1)
     return Worker(layer, routing, **options)
 
 

@@ -18,7 +18,7 @@ from tests.worker.helpers import (
     ws_disconnect,
     ws_receive,
 )
-from worker.channels import Channel
+from worker.channels import Channel, Group
 from worker.exceptions import ConsumeLater, DenyConnection
 from worker.routing import route
 from worker.worker import Worker, _error_response, select_channels
@@ -29,8 +29,10 @@ def hello(message, **kwargs):
 
 
 def make_worker(routing, layer=None, **options):
+    """A worker taking one message per receive (most tests patch ``layer.receive``)."""
     layer = layer or memory_layer()
     options.setdefault("sleep", SleepRecorder())
+    options.setdefault("batch_size", 1)
     return Worker(layer, routing, **options)
 
 
@@ -319,7 +321,7 @@ def test_run_with_threads_handles_messages_and_stops_cleanly():
         message.reply_channel.send({"status": 200})
 
     worker = Worker(layer, [route("http.request", consumer)], threads=2, name="w2",
-                    heartbeat_interval=0.05)
+                    heartbeat_interval=0.05, batch_size=1)
     for n in range(2):
         layer.send("http.request", http_request(reply_channel=f"srv!c{n}"))
     result = []
@@ -412,3 +414,64 @@ def test_http_consumer_error_answers_500_at_once(debug):
     replies = drain(worker.layer, "srv!")
     assert len(replies) == 1 and replies[0]["status"] == 500
     assert (b"ValueError: the view broke" in replies[0]["content"]) is debug
+
+
+def test_a_batch_is_one_receive_and_one_send_many():
+    """Waiting messages are taken in one receive_batch; their replies leave in one
+    send_many, each reply to its own channel, in order."""
+    layer = memory_layer()
+    calls = []
+    for name in ("receive_batch", "send_many", "send", "receive"):
+        real = getattr(layer, name)
+        setattr(layer, name, lambda *a, _real=real, _name=name, **k: calls.append(_name)
+                or _real(*a, **k))
+    worker = make_worker([route("http.request", hello)], layer=layer, batch_size=16)
+    worker._typical = 0.0001  # consumers known to be fast
+    for n in range(5):
+        layer.send("http.request", http_request(reply_channel=f"srv!c{n}"))
+    calls.clear()
+    assert worker.run_once(block=False)
+    assert calls == ["receive_batch", "send_many"]
+    got = layer.receive_batch(["srv!"], 10)
+    assert [channel for channel, _ in got] == [f"srv!c{n}" for n in range(5)]
+
+
+def test_batch_keeps_the_order_of_operations_across_messages():
+    """An immediate operation of a later message (Group.add) comes after the held
+    replies of earlier ones; a raising consumer's sends are dropped, not the others'."""
+    layer = memory_layer()
+    seen = []
+
+    def join(message):
+        message.reply_channel.send({"accept": True})  # held until this consumer returns
+        Group("room", layer=layer).add(message.reply_channel)  # flushes earlier ones first
+        seen.append(layer.receive(["srv!"]))
+
+    def broken(message):
+        message.reply_channel.send({"status": 200})
+        raise ValueError("no")
+
+    routing = [route("websocket.connect", join), route("http.request", broken)]
+    worker = make_worker(routing, layer=layer, batch_size=16)
+    worker._typical = 0.0001
+    layer.send("websocket.connect", ws_connect(reply_channel="srv!a"))
+    layer.send("websocket.connect", ws_connect(reply_channel="srv!b"))
+    layer.send("http.request", http_request(reply_channel="srv!c"))
+    assert worker.run_once(block=False)
+    # srv!a's accept was held while its own consumer ran, then flushed before srv!b's
+    # Group.add; srv!b's accept went at the end of the batch; srv!c got only the 500.
+    assert seen == [(None, None), ("srv!a", {"accept": True})]
+    rest = layer.receive_batch(["srv!"], 10)
+    assert rest == [("srv!b", {"accept": True}), ("srv!c", _error_response(False))]
+    assert sorted(layer.group_channels("room")) == ["srv!a", "srv!b"]
+
+
+def test_batch_limit_follows_the_typical_consumer_time():
+    """One message per receive until a consumer was timed; then batches sized so
+    one takes about 5 ms of consumer work, at most ``batch_size``."""
+    worker = make_worker([route("jobs", hello)], batch_size=16)
+    assert worker.batch_limit() == 1
+    for typical, limit in [(0.00001, 16), (0.001, 5), (0.004, 1), (2.0, 1)]:
+        worker._typical = typical
+        assert worker.batch_limit() == limit
+    assert make_worker([route("jobs", hello)], batch_size=1).batch_limit() == 1

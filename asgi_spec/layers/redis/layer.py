@@ -78,7 +78,12 @@ from asgi_spec import names
 from asgi_spec.acks import make_receipt
 from asgi_spec.base import BaseChannelLayer
 from asgi_spec.base import Popped as Delivery
-from asgi_spec.exceptions import ChannelFull, LayerConfigError, LayerUnavailable
+from asgi_spec.exceptions import (
+    ChannelFull,
+    ChannelLayerError,
+    LayerConfigError,
+    LayerUnavailable,
+)
 from asgi_spec.layers.redis import config
 from asgi_spec.layers.redis.ring import HashRing
 from asgi_spec.layers.redis.scripts import (
@@ -609,6 +614,62 @@ class RedisChannelLayer(BaseChannelLayer):
                            retry=False)
         self._apply_evictions(shard, reply[1])
         self._sent(channel, capacity, reply)
+
+    def _send_many(self, sends: list[tuple[str, str, bytes, float, int]],
+                   ) -> list[ChannelLayerError | None]:
+        """Every send script of a server on one connection, in one write: one round
+        trip per server, and each channel's messages run in the order given."""
+        self._check_open()
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for index, send in enumerate(sends):
+            by_shard[self._ring.index_of(send[1])].append(index)
+        outcomes: list[ChannelLayerError | None] = [None] * len(sends)
+        for shard_index, indexes in by_shard.items():
+            shard = self.shards[shard_index]
+            args = [self._send_args(*sends[i]) for i in indexes]
+            try:
+                replies = self._pipeline(shard, SCRIPTS["send"], args)
+            except LayerUnavailable as exc:
+                for i in indexes:
+                    outcomes[i] = exc
+                continue
+            for i, reply in zip(indexes, replies, strict=True):
+                self._apply_evictions(shard, reply[1])
+                try:
+                    self._sent(sends[i][0], sends[i][4], reply)
+                except ChannelFull as exc:
+                    outcomes[i] = exc
+        return outcomes
+
+    def _pipeline(self, shard: _Shard, script: Script, arg_lists: list[list[Any]]) -> list[Any]:
+        """Run ``script`` once per argument list on one connection, in order; never
+        retried once written (these are pushes). If the server lost its scripts
+        (a restart), none of them ran, so all are sent again, in order, as EVAL."""
+
+        def write(verb: str, ref: str) -> None:
+            conn.send_packed_command(
+                [b"".join(_pack_command((verb, ref, 0, *args)) for args in arg_lists)])
+
+        pool = shard.conns
+        conn = pool.get()
+        try:
+            write("EVALSHA", script.sha)
+            try:
+                return [conn.read_response() for _ in arg_lists]
+            except NoScriptError:
+                for _ in range(len(arg_lists) - 1):  # the rest are NOSCRIPT replies too
+                    with contextlib.suppress(NoScriptError):
+                        conn.read_response()
+            write("EVAL", script.source)
+            return [conn.read_response() for _ in arg_lists]
+        except _NETWORK_ERRORS as exc:
+            conn.disconnect()
+            raise self._unavailable(shard, exc) from exc
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            pool.put(conn)
 
     # -- receive (sync) ----------------------------------------------------
 
@@ -1310,6 +1371,27 @@ class RedisChannelLayer(BaseChannelLayer):
     def _pattern(self, tail: str) -> str:
         escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
         return escaped + tail
+
+    def _group_names(self, now: float) -> list[str]:
+        """Every server's ``g:*`` sorted sets with a member added after the cutoff
+        (read only: stale members are trimmed by the next call on their group)."""
+        self._check_open()
+        cutoff = f"({float(now - self.group_expiry)!r}"
+        start = len(self.prefix) + 2
+        found: list[str] = []
+        for shard in self.shards:
+            keys = self._scan(shard, self._pattern("g:*"))
+
+            def live(client: redis.Redis, keys: list[bytes] = keys) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.zcount(key, cutoff, "+inf")
+                return pipe.execute()
+
+            counts = self._redis(shard, live) if keys else []
+            found += [key[start:].decode() for key, count in zip(keys, counts, strict=True)
+                      if count]
+        return found
 
     def _flush(self) -> None:
         self._check_open()
