@@ -15,9 +15,15 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[run]'
 	touch $@
 
-run: $(VENV)/.installed-run  ## the example app (Procfile: interface server + 2 workers) on :8000
-	INTERFACESERVER_BIND=$${INTERFACESERVER_BIND:-127.0.0.1} \
-	    PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -p $${PORT:-8000} -c worker=2
+# make run: migrate the example's database, then start the Procfile's web, worker and
+# delay processes (not release). WEB_CONCURRENCY (default 2) is how many worker processes
+# honcho starts; each then runs one (the Procfile's --processes ${WEB_CONCURRENCY:-1}
+# is for platforms that start one worker per dyno or container).
+run: $(VENV)/.installed-run  ## the example chat (Procfile: interface server + 2 workers) on :8000
+	$(BIN)/python deploy/example/manage.py migrate --noinput -v0
+	INTERFACESERVER_BIND=$${INTERFACESERVER_BIND:-127.0.0.1} WEB_CONCURRENCY=1 \
+	    PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -p $${PORT:-8000} \
+	    -c worker=$${WEB_CONCURRENCY:-2} web worker delay
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -1,1 +1,1 @@
-"""The example application served by ``make run`` (see ``app.py``)."""
+"""The example Django chat project that ``make run`` serves."""

@@ -1,0 +1,1 @@
+"""The example chat project's configuration: settings, URLs and channel routing."""
