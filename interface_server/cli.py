@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,6 +290,12 @@ def configure_logging(verbosity: int) -> None:
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
 
 
+#: Seconds after a first SIGINT/SIGTERM during which another one is the same request
+#: (a terminal's Ctrl-C reaches the whole process group, then honcho or systemd sends
+#: SIGTERM), not the "exit at once" of a second, deliberate signal.
+SIGNAL_ECHO = 1.0
+
+
 def run(settings: Settings) -> int:
     """Run the server until a signal; return the exit status."""
     import asyncio
@@ -319,7 +326,7 @@ def run(settings: Settings) -> int:
         click.echo(f"interfaceserver: cannot use an inherited socket: {exc}", err=True)
         return 1
     server = Server(layer, endpoints, reactor=reactor, config=settings.config)
-    status = {"code": 0, "signals": 0}
+    status: dict[str, Any] = {"code": 0, "first_signal_at": None}
 
     def started_failed(failure: Any) -> None:
         error = getattr(failure.value, "subFailure", failure).value
@@ -328,11 +335,15 @@ def run(settings: Settings) -> int:
         server.shutdown().addBoth(lambda _: reactor.stop())
 
     def on_signal(name: str) -> None:
-        status["signals"] += 1
-        if status["signals"] > 1:
+        first_at, now = status["first_signal_at"], time.monotonic()
+        if first_at is not None:
+            if now - first_at < SIGNAL_ECHO:  # Ctrl-C's SIGINT, then the manager's SIGTERM
+                logger.info("%s: already shutting down", name)
+                return
             logger.warning("second %s: exiting now", name)
             logging.shutdown()
             os._exit(1)
+        status["first_signal_at"] = now
         logger.info("%s: shutting down (send it again to exit at once)", name)
         server.shutdown().addBoth(lambda _: reactor.stop())
 

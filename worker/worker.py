@@ -50,6 +50,10 @@ from worker.routing import Router
 
 logger = logging.getLogger("worker")
 
+#: Seconds after a first SIGTERM/SIGINT in which another is the same request (a
+#: terminal's Ctrl-C reaches the process group, then honcho or systemd sends SIGTERM).
+SIGNAL_ECHO = 1.0
+
 #: Seconds of consumer work one batch may hold back (see ``Worker.batch_limit``).
 BATCH_BUDGET = 0.005
 
@@ -137,6 +141,7 @@ class Worker:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self._typical: float | None = None  # moving average of a consumer's seconds
+        self._first_signal_at = 0.0
         self.clock = clock
         self._stopping = threading.Event()
         # Backoff after layer errors stops early on shutdown; reply retries never do.
@@ -413,8 +418,12 @@ class Worker:
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self._stopping.is_set():
+            if time.monotonic() - self._first_signal_at < SIGNAL_ECHO:
+                logger.info("%s: worker %s is already stopping", name, self.name)
+                return  # Ctrl-C reached the process group, then the manager's SIGTERM
             logger.warning("second %s: worker %s exits now", name, self.name)
             os._exit(128 + signum)
+        self._first_signal_at = time.monotonic()
         logger.info("%s: worker %s finishes its current messages, then exits", name, self.name)
         self._stopping.set()
 

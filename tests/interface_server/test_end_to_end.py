@@ -274,10 +274,36 @@ def test_second_signal_exits_at_once(server: Any, responder: Any) -> None:
     conn.request("GET", "/hang")
     assert got_request.wait(10)
     srv.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    time.sleep(1.5)  # past the echo window: this is a deliberate second signal
     assert srv.proc.poll() is None, "the drain should still be waiting for /hang"
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.proc.wait(20) == 1
+
+
+def test_ctrl_c_then_manager_sigterm_is_one_graceful_stop(server: Any, responder: Any) -> None:
+    """SIGINT followed at once by SIGTERM (Ctrl-C under honcho or systemd) is one
+    request: the in-flight request is still answered and the server exits 0."""
+    srv = server("--graceful-timeout", "30")
+    pending: list[Any] = []
+
+    def answer_later(layer: Any, channel: str, message: dict[str, Any]) -> None:
+        if channel == "http.request":
+            pending.append((layer, message["reply_channel"]))
+
+    responder(srv.layer_url, answer_later)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/slow")
+    deadline = time.monotonic() + 10
+    while not pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    srv.proc.send_signal(signal.SIGINT)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert srv.proc.poll() is None, "the echoed signal must not cut the drain short"
+    layer, reply_channel = pending[0]
+    layer.send(reply_channel, {"status": 200, "content": b"done"})
+    assert conn.getresponse().read() == b"done"
+    assert srv.proc.wait(20) == 0
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:

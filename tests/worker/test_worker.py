@@ -475,3 +475,21 @@ def test_batch_limit_follows_the_typical_consumer_time():
         worker._typical = typical
         assert worker.batch_limit() == limit
     assert make_worker([route("jobs", hello)], batch_size=1).batch_limit() == 1
+
+
+def test_echoed_signal_does_not_cut_the_stop_short(monkeypatch):
+    """A SIGTERM right after SIGINT (Ctrl-C under a process manager) is the same stop
+    request; one more than a second later exits at once."""
+    import signal as signals
+
+    import worker.worker as worker_module
+
+    exits = []
+    monkeypatch.setattr(worker_module.os, "_exit", exits.append)
+    worker = make_worker([route("jobs", hello)])
+    worker._on_signal(signals.SIGINT, None)
+    worker._on_signal(signals.SIGTERM, None)
+    assert exits == [] and worker._stopping.is_set()
+    worker._first_signal_at -= 2
+    worker._on_signal(signals.SIGTERM, None)
+    assert exits == [128 + signals.SIGTERM]
