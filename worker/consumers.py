@@ -253,6 +253,8 @@ class WebsocketDemultiplexer(JsonWebsocketConsumer):
             raise ValueError(f"the payload of stream {stream!r} must be a JSON object")
         inner = Message({**self.message.content, "text": self.encode_json(payload)},
                         self.message.channel.name, self.message.layer)
+        for name, value in vars(self.message).items():  # what decorators set: user, sessions
+            vars(inner).setdefault(name, value)
         self._run(cls, stream, inner, **kwargs)
 
     def disconnect(self, message: Message, **kwargs: Any) -> None:

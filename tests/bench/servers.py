@@ -17,11 +17,14 @@ for a short development run). It:
    writes ``docs/benchmarks/servers.md`` and ``docs/benchmarks/servers.json``.
 
 Contenders: ``switchboard`` (``interfaceserver`` + ``runworker
-tests.bench.app:channel_routing`` on Redis), ``daphne 4`` (the Channels 4
-project of ``tests/bench/peers/daphne_project``, channels_redis on the same
-Redis), ``uvicorn`` (``tests/bench/peers/raw_asgi.py``, no channel layer).
-Switchboard's plain-consumer HTTP is also run with 1, 2 and 4 workers. The
-workers run with ``--batch-size 16`` (opt-in, for fast consumers such as these).
+tests.bench.app:channel_routing`` on Redis), ``daphne 4`` (the Channels 4 side
+of the Django project in ``tests/bench/djangoproject``, channels_redis on the
+same Redis), ``uvicorn`` (``tests/bench/peers/raw_asgi.py``, no channel
+layer). The same Django project's hello view, with the same settings, is also
+served by ``switchboard django`` (``interfaceserver`` + Redis + 2 ``manage.py
+runworker``) and ``uvicorn django`` (Django's own ASGI handler). Switchboard's
+plain-consumer HTTP is also run with 1, 2 and 4 workers. The workers run with
+``--batch-size 16`` (opt-in, for fast consumers such as these).
 
 Workloads: ``wrk`` for HTTP; ``tests/bench/server_client.py`` for WebSocket
 echo, the unloaded round trip, group fan-out and idle sockets. Each load is
@@ -61,12 +64,23 @@ BENCH = ROOT / ".bench"
 OUR_BIN = ROOT / ".venv" / "bin"
 CLIENT = HERE / "server_client.py"
 PEERS = HERE / "peers"
-DAPHNE_TEMPLATE = PEERS / "daphne_project"
+DJANGO_PROJECT = HERE / "djangoproject"
 RESULTS = ROOT / "docs" / "benchmarks"
 
+
+def _django_requirement() -> str:
+    """Django as in Switchboard's own environment, so every contender runs the same one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"django=={version('django')}"
+    except PackageNotFoundError:
+        return "django>=4.2"
+
+
 VENVS = {
-    "daphne": ["daphne>=4,<5", "channels>=4,<5", "channels_redis>=4,<5"],
-    "uvicorn": ["uvicorn>=0.30", "uvloop", "httptools", "websockets>=13"],
+    "daphne": ["daphne>=4,<5", "channels>=4,<5", "channels_redis>=4,<5", _django_requirement()],
+    "uvicorn": ["uvicorn>=0.30", "uvloop", "httptools", "websockets>=13", _django_requirement()],
     "client": ["websockets>=13", "uvloop"],
 }
 
@@ -76,6 +90,9 @@ PLAIN_ROUTING = "tests.bench.app:channel_routing"
 DJANGO_ROUTING = "worker.django.routing:channel_routing"
 DAPHNE = "daphne 4"
 UVICORN = "uvicorn"
+UVICORN_DJANGO = "uvicorn django"
+#: ``manage.py runworker`` processes of the Switchboard Django contender.
+DJANGO_WORKERS = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 READY_TIMEOUT = 60.0
@@ -255,14 +272,28 @@ def wait_http_ready(stack: Stack) -> None:
 
 
 def copy_project(stack: Stack) -> Path:
-    """A fresh copy of the peer project template under ``.bench/``, removed with the stack."""
+    """A fresh copy of the Django project under ``.bench/``, removed with the stack."""
     BENCH.mkdir(exist_ok=True)
     project = Path(tempfile.mkdtemp(prefix="bench-project-", dir=BENCH))
     stack.cleanup.append(lambda: shutil.rmtree(project, ignore_errors=True))
     shutil.copytree(
-        DAPHNE_TEMPLATE, project, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+        DJANGO_PROJECT,
+        project,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"),
     )
     return project
+
+
+def django_env(project: Path, server: str, redis_url: str, *path: Path) -> dict[str, str]:
+    """The environment of a process serving the Django project as ``server``."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(p) for p in (project, *path)),
+        "DJANGO_SETTINGS_MODULE": "benchsite.settings",
+        "BENCH_SERVER": server,
+        "BENCH_REDIS_URL": redis_url,
+    }
 
 
 #: ``runworker --batch-size`` for the benchmark's fast consumers.
@@ -278,7 +309,8 @@ def start_switchboard(
     django: bool = False,
 ) -> Stack:
     """``runworker`` x ``workers`` (waited for in the registry), then ``interfaceserver``
-    (waited for with GET / -> 200). ``django``: the Django project's views instead."""
+    (waited for with GET / -> 200). ``django``: ``manage.py runworker`` processes of
+    the Django project (its views, its routing, its settings' layer) instead."""
     from asgi_spec import layer_from_url
     from asgi_spec.registry import KIND_WORKER
 
@@ -287,22 +319,20 @@ def start_switchboard(
     token = secrets.token_hex(3)
     names = [f"bench-{token}-{n}" for n in range(workers)]
     try:
+        cwd = ROOT
         if django:
-            project = copy_project(stack)
-            env.update(
-                PYTHONPATH=f"{project}{os.pathsep}{ROOT}",
-                BENCH_REDIS_URL=redis_url,
-                DJANGO_SETTINGS_MODULE="benchsite.settings_switchboard",
-            )
+            cwd = copy_project(stack)
+            env = django_env(cwd, "switchboard", redis_url, ROOT)
         for worker_name in names:
+            if django:  # the layer and routing come from the project's settings
+                command = [str(OUR_BIN / "python"), "manage.py", "runworker"]
+            else:
+                command = [str(OUR_BIN / "runworker"), routing, "--layer", redis_url]
             stack.procs.append(
                 Proc(
                     f"{name} worker",
                     [
-                        str(OUR_BIN / "runworker"),
-                        routing,
-                        "--layer",
-                        redis_url,
+                        *command,
                         "--name",
                         worker_name,
                         "--batch-size",
@@ -311,7 +341,7 @@ def start_switchboard(
                         "0",
                     ],
                     logdir,
-                    cwd=ROOT,
+                    cwd=cwd,
                     env=env,
                 )
             )
@@ -379,12 +409,7 @@ def start_daphne(redis_url: str, logdir: Path) -> Stack:
     stack = Stack(DAPHNE, free_port())
     try:
         project = copy_project(stack)
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(project),
-            "BENCH_REDIS_URL": redis_url,
-            "DJANGO_SETTINGS_MODULE": "benchsite.settings",
-        }
+        env = django_env(project, "daphne", redis_url)
         daphne = Path(venv_python("daphne")).parent / "daphne"
         # Twisted's default listen backlog (50) would make the thousands of
         # connects of fan-out and idle crawl; the peer gets 2048 like the others.
@@ -431,6 +456,45 @@ def start_uvicorn(logdir: Path) -> Stack:
             ],
             logdir,
             cwd=ROOT,
+        )
+        stack.procs.append(stack.server)
+        wait_http_ready(stack)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def start_uvicorn_django(logdir: Path) -> Stack:
+    """uvicorn (uvloop, httptools) running Django's own ASGI handler of the project."""
+    stack = Stack(UVICORN_DJANGO, free_port())
+    try:
+        project = copy_project(stack)
+        uvicorn = Path(venv_python("uvicorn")).parent / "uvicorn"
+        stack.server = Proc(
+            UVICORN_DJANGO,
+            [
+                str(uvicorn),
+                "benchsite.django_asgi:application",
+                "--app-dir",
+                str(project),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(stack.port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "2048",
+            ],
+            logdir,
+            cwd=project,
+            env=django_env(project, "django", ""),
         )
         stack.procs.append(stack.server)
         wait_http_ready(stack)
@@ -755,7 +819,7 @@ def machine() -> dict[str, Any]:
             ["daphne", "channels", "channels-redis", "django", "twisted", "redis"],
         ),
         "uvicorn": packages(
-            venv_python("uvicorn"), ["uvicorn", "uvloop", "httptools", "websockets"]
+            venv_python("uvicorn"), ["uvicorn", "uvloop", "httptools", "websockets", "django"]
         ),
         "client": packages(venv_python("client"), ["websockets", "uvloop"]),
     }
@@ -1004,6 +1068,7 @@ def render(
             else:
                 cells.append(f"{sb / theirs:.2f}x")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += django_table(summary, args)
     if scaling:
         lines += [
             "",
@@ -1055,6 +1120,41 @@ def render(
     return "\n".join(lines)
 
 
+def django_table(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The Django hello view served three ways, with Switchboard's ratios to each."""
+    names = [n for n in (SWITCHBOARD_DJANGO, DAPHNE, UVICORN_DJANGO) if n in summary]
+    ours = summary.get(SWITCHBOARD_DJANGO, {})
+    if not ours.get("HTTP hello: req/s"):
+        return []
+    lines = [
+        "",
+        "## The Django hello view, three ways",
+        "",
+        "One project and one settings module (`tests/bench/djangoproject`, the admin and "
+        "the default middleware installed): "
+        f"{SWITCHBOARD_DJANGO} = `interfaceserver` + Redis + {args.django_workers} "
+        f"`manage.py runworker`; {DAPHNE} = daphne + channels 4 + channels_redis 4; "
+        f"{UVICORN_DJANGO} = uvicorn (uvloop, httptools) running Django's own ASGI handler.",
+        "",
+        f"| server | req/s | p50 ms | p99 ms | server CPU ms/request | {SWITCHBOARD_DJANGO} "
+        "req/s / this | p99 / this |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        row = summary[name]
+        rps, p99 = row.get("HTTP hello: req/s"), row.get("HTTP hello: p99 ms")
+        cells = [
+            fmt_or_dash(rps, "{:,.0f}"),
+            fmt_or_dash(row.get("HTTP hello: p50 ms")),
+            fmt_or_dash(p99),
+            fmt_or_dash(row.get("HTTP hello: server CPU ms/request"), "{:.3f}"),
+            fmt_or_dash(ratio(ours.get("HTTP hello: req/s"), rps), "{:.2f}x"),
+            fmt_or_dash(ratio(ours.get("HTTP hello: p99 ms"), p99), "{:.2f}x"),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def fmt_or_dash(value: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -1099,6 +1199,13 @@ def main() -> None:
         "(default: none, the layer's defaults)",
     )
     parser.add_argument(
+        "--django-workers",
+        type=int,
+        default=DJANGO_WORKERS,
+        help=f"manage.py runworker processes of the Switchboard Django contender "
+        f"(default {DJANGO_WORKERS})",
+    )
+    parser.add_argument(
         "--no-django", action="store_true", help="skip the Switchboard Django contender"
     )
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks")
@@ -1140,6 +1247,7 @@ def main() -> None:
         Contender(SWITCHBOARD, switchboard(SWITCHBOARD, args.workers), groups),
         Contender(DAPHNE, lambda url, logdir: start_daphne(url, logdir), groups),
         Contender(UVICORN, lambda url, logdir: start_uvicorn(logdir), groups),
+        Contender(UVICORN_DJANGO, lambda url, logdir: start_uvicorn_django(logdir), ["http"]),
     ]
     django = None
     if args.no_django:
@@ -1148,7 +1256,9 @@ def main() -> None:
         print(f"the Switchboard Django contender is skipped: worker.django: {why}", flush=True)
     else:
         django = SWITCHBOARD_DJANGO
-        contenders.insert(1, Contender(django, switchboard(django, args.workers, True), ["http"]))
+        contenders.insert(
+            1, Contender(django, switchboard(django, args.django_workers, True), ["http"])
+        )
     main_names = [c.name for c in contenders]
     scaling: list[tuple[int, str]] = []
     for part in filter(None, args.scaling.split(",")):

@@ -8,7 +8,13 @@ from django.contrib.auth.models import User
 from asgi_spec.layers.memory import MemoryChannelLayer
 from worker.channels import Group
 from worker.django import get_channel_layer
-from worker.django.testing import ChannelTestCase, Client, WSClient, apply_routes
+from worker.django.testing import (
+    ChannelTestCase,
+    Client,
+    TransactionChannelTestCase,
+    WSClient,
+    apply_routes,
+)
 from worker.exceptions import DenyConnection
 from worker.routing import route
 
@@ -156,3 +162,17 @@ def test_wsclient_frames_orders_json_and_groups():
         client.join_group("room")
         Group("room", get_channel_layer()).send({"text": "to all"})
         assert client.receive() == {"text": "to all"}
+
+
+class TestTransactionChannelTestCase(TransactionChannelTestCase):
+    """TransactionChannelTestCase (whose _pre_setup Django 5.2 runs from setUpClass) gives
+    each test the in-memory layers, and the test's rows are committed."""
+
+    def test_memory_layer_and_committed_rows(self):
+        """The layer is in-memory and routed; a row made here is committed (no test
+        transaction around it)."""
+        from django.db import connection
+
+        assert isinstance(get_channel_layer().layer, MemoryChannelLayer)
+        User.objects.create_user("committed")
+        assert not connection.in_atomic_block

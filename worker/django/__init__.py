@@ -20,10 +20,12 @@ Modules: ``layers`` (settings, ``get_channel_layer``), ``checks`` (system
 checks), ``handler`` (the ``http.request`` -> view -> ``http.response``
 bridge), ``sessions`` and ``auth`` (consumer decorators), ``consumers``
 (generic consumers with session/auth flags), ``routing`` (the Django router),
-``testing`` (test tools) and ``management.commands`` (``runworker``,
-``runserver``). Only ``management/commands/runserver.py`` imports
-``interface_server``, because the development server runs both halves in one
-process.
+``binding`` (model data binding), ``testing`` (test tools; ``live`` runs the
+processes of ``ChannelLiveServerTestCase``) and ``management.commands``
+(``runworker``, ``runserver``, ``channels_status``). Only
+``management/commands/runserver.py`` imports ``interface_server``, because the
+development server runs both halves in one process (``live`` starts it as a
+subprocess).
 """
 
 from __future__ import annotations

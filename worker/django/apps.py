@@ -1,4 +1,4 @@
-"""The ``worker.django`` app: registers the system checks and database hygiene."""
+"""The ``worker.django`` app: registers the system checks, database hygiene and bindings."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class SwitchboardConfig(AppConfig):
     def ready(self) -> None:
         from django.db import close_old_connections
 
-        from worker.django import checks, signals
+        from worker.django import binding, checks, signals
 
         checks.register_all()
         # Recycle database connections between messages as Django does between
@@ -23,3 +23,5 @@ class SwitchboardConfig(AppConfig):
                                          dispatch_uid="switchboard_close_old_started")
         signals.consumer_finished.connect(close_old_connections,
                                           dispatch_uid="switchboard_close_old_finished")
+        # Model bindings: every app's ``bindings`` module, then every binding made so far.
+        binding.register_all()

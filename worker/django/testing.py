@@ -1,4 +1,5 @@
-"""Test tools: ``ChannelTestCase``, ``Client``/``WSClient`` and ``apply_routes``.
+"""Test tools: ``ChannelTestCase``, ``Client``/``WSClient``, ``apply_routes`` and
+``ChannelLiveServerTestCase``.
 
 How this works: ``ChannelTestCase`` (and ``TransactionChannelTestCase``)
 give every test fresh in-memory layers for all aliases of ``CHANNEL_LAYERS``,
@@ -20,6 +21,16 @@ then sends).
 
 ``apply_routes(routes)`` swaps an alias's routing for a block, a test
 function or every test method of a class.
+
+``ChannelLiveServerTestCase`` (a ``TransactionTestCase``) runs real
+processes for the whole class -- ``interfaceserver`` and ``manage.py
+runworker`` (``worker_processes`` of them) on a temporary SQLite layer, or
+``channel_layer_url`` -- over the test database, which must therefore be a
+file when it is SQLite (``DATABASES[...]["TEST"]["NAME"]``); see
+``worker.django.live``. Tests reach them at ``live_server_url`` and
+``live_server_ws_url``; the test process's ``get_channel_layer()`` is the
+processes' layer, so model bindings and group sends made in a test reach the
+live sockets.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from django.core import signals as django_signals
 from django.db import close_old_connections
 from django.test import TestCase, TransactionTestCase
 from django.test import client as django_client
+from django.utils.functional import classproperty
 
 from asgi_spec import formats, names
 from asgi_spec.layers.memory import MemoryChannelLayer
@@ -56,6 +68,7 @@ from worker.outbox import Outbox
 
 __all__ = [
     "BridgeResponse",
+    "ChannelLiveServerTestCase",
     "ChannelTestCase",
     "Client",
     "TransactionChannelTestCase",
@@ -113,16 +126,11 @@ def _no_connection_recycling() -> Iterator[None]:
 
 
 class ChannelTestMixin:
-    """Swaps in in-memory layers around each test."""
+    """Swaps in in-memory layers around each test (its setUp, body and tearDown)."""
 
-    def _pre_setup(self) -> None:
-        super()._pre_setup()  # type: ignore[misc]
-        self._channel_layers = memory_layers()
-        self._channel_layers.__enter__()
-
-    def _post_teardown(self) -> None:
-        self._channel_layers.__exit__(None, None, None)
-        super()._post_teardown()  # type: ignore[misc]
+    def run(self, result: Any = None) -> Any:
+        with memory_layers():
+            return super().run(result)  # type: ignore[misc]
 
     def get_next_message(self, channel: str, require: bool = False,
                          alias: str = "default") -> Message | None:
@@ -468,3 +476,58 @@ class apply_routes(ContextDecorator):
                 return function(*args, **kwargs)
 
         return inner
+
+
+class ChannelLiveServerTestCase(TransactionTestCase):
+    """Real ``interfaceserver`` + ``manage.py runworker`` processes over the test database.
+
+    Started once per class (``setUpClass``) and stopped after it. Set
+    ``worker_processes``/``worker_threads`` for more workers, ``channel_layer_url`` for
+    a layer other than a temporary SQLite file (e.g. Redis). Settings overridden in the
+    test process do not reach the processes: they load the project's settings module.
+    """
+
+    host: str = "127.0.0.1"
+    worker_processes: int = 1
+    worker_threads: int = 1
+    channel_layer_url: str | None = None
+    start_timeout: float = 30.0
+    _live_stack: Any = None
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        from worker.django.live import LiveStack
+
+        stack = LiveStack(host=cls.host, workers=cls.worker_processes,
+                          threads=cls.worker_threads, layer_url=cls.channel_layer_url,
+                          start_timeout=cls.start_timeout)
+        cls.addClassCleanup(stack.stop)
+        stack.start()
+        cls._live_stack = stack
+
+    def run(self, result: Any = None) -> Any:
+        if self._live_stack is None:  # setUpClass failed: unittest reports it
+            return super().run(result)
+        with swap_layers(self._live_stack.wrappers()):
+            return super().run(result)
+
+    @classproperty
+    def live_server_url(cls) -> str:
+        """``http://127.0.0.1:<port>`` of the interface server."""
+        return cls._live_stack.url
+
+    @classproperty
+    def live_server_ws_url(cls) -> str:
+        """``ws://127.0.0.1:<port>`` of the interface server."""
+        return cls._live_stack.ws_url
+
+    @classproperty
+    def live_worker_pids(cls) -> list[int]:
+        """The PIDs of the runworker processes."""
+        return cls._live_stack.worker_pids
+
+    @classmethod
+    def live_server_output(cls) -> str:
+        """The tail of every live process's output, for assertion messages."""
+        return cls._live_stack.explain() if cls._live_stack is not None else ""

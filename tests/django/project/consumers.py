@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
+from tests.django.project.notes.bindings import NoteBinding
 from worker.django.auth import (
     allowed_hosts_only,
     channel_session_user,
     channel_session_user_from_http,
     http_session_user,
 )
-from worker.django.consumers import JsonWebsocketConsumer, WebsocketConsumer
+from worker.django.consumers import (
+    JsonWebsocketConsumer,
+    WebsocketConsumer,
+    WebsocketDemultiplexer,
+)
 from worker.django.sessions import channel_session, http_session
 
 
@@ -108,3 +115,26 @@ class DecoratedClassConsumer(WebsocketConsumer):
     def receive(self, text=None, bytes=None, **kwargs):
         self.message.channel_session["hits"] += 1
         self.send(text=str(self.message.channel_session["hits"]))
+
+
+class ChatConsumer(JsonWebsocketConsumer):
+    """Group chat: every JSON frame goes to the room's group, signed with the sender's
+    user name and the worker process that relayed it."""
+
+    http_user = True
+
+    def connection_groups(self, room=None, **kwargs):
+        return [f"chat-{room}"]
+
+    def receive(self, content=None, room=None, **kwargs):
+        user = self.message.user.get_username() or None
+        self.group_send(f"chat-{room}", {"user": user, "text": content.get("text"),
+                                         "pid": os.getpid()})
+
+
+class NotesDemultiplexer(WebsocketDemultiplexer):
+    """The notes binding on stream "notes"; the socket hears about every note."""
+
+    http_user = True
+    groups = ["notes"]
+    consumers = {"notes": NoteBinding.consumer}

@@ -19,4 +19,6 @@ channel_routing = [
     consumers.RoomConsumer.as_route(path=r"^/ws/room/(?P<room>\w+)/$"),
     consumers.WhoConsumer.as_route(path=r"^/ws/who/$"),
     consumers.DecoratedClassConsumer.as_route(path=r"^/ws/decorated/$"),
+    consumers.ChatConsumer.as_route(path=r"^/ws/chat/(?P<room>\w+)/$"),
+    consumers.NotesDemultiplexer.as_route(path=r"^/ws/notes/$"),
 ]

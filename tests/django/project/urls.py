@@ -1,10 +1,12 @@
 """The test project's URLconf."""
 
+from django.contrib import admin
 from django.urls import path
 
 from tests.django.project import views
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     path("plain/", views.plain),
     path("json/", views.json_view),
     path("redirect/", views.redirect_view),

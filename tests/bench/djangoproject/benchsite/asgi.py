@@ -1,8 +1,9 @@
-"""``daphne benchsite.asgi:application``: Django over HTTP, two WebSocket routes."""
+"""``daphne benchsite.asgi:application``: Django over HTTP, two Channels 4 WebSocket routes."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchsite.settings")
+os.environ.setdefault("BENCH_SERVER", "daphne")
 
 from django.core.asgi import get_asgi_application
 
@@ -11,7 +12,7 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from benchsite.consumers import Broadcast, Echo  # noqa: E402
+from benchsite.channels_consumers import Broadcast, Echo  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -1,4 +1,4 @@
-"""The WebSocket consumers of the Channels 4 peer (async, as Channels 4 recommends)."""
+"""The Channels 4 WebSocket consumers (async, as Channels 4 recommends), for daphne."""
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 

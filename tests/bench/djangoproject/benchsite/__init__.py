@@ -1,0 +1,1 @@
+"""The benchmark's Django project: one settings module, three servers."""

@@ -1,1 +1,0 @@
-"""The benchmark's Channels 4 project (copied into .bench/ and run by daphne)."""

@@ -1,3 +1,0 @@
-"""No routes of its own: every ``http.request`` goes to the Django views."""
-
-channel_routing: list = []

@@ -1,5 +1,0 @@
-from django.urls import path
-
-from benchsite.views import hello
-
-urlpatterns = [path("", hello)]

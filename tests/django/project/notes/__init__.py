@@ -1,0 +1,1 @@
+"""The sample project's one model app: notes in rooms, bound to WebSocket groups."""
