@@ -32,7 +32,9 @@ from interface_server._proxy import Address, TrustedProxies, apply_proxy_headers
 
 Header = tuple[bytes, bytes]
 
-_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+#: ``HTTP/2`` comes only from an HTTP/2 stream (Twisted's ``H2Stream``): an
+#: HTTP/1 request line saying ``HTTP/2`` is refused by the channel first.
+_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0", b"HTTP/2": "2"}
 # Connection-level headers of a reply that Twisted sets itself from the framing.
 _FRAMING_HEADERS = {b"transfer-encoding"}
 _NO_BODY_STATUSES = {204, 304}
@@ -91,11 +93,11 @@ def split_target(target: bytes) -> tuple[str, bytes]:
 
 
 def http_version(version: bytes) -> str:
-    """``b"HTTP/1.1"`` -> ``"1.1"``; other versions get ``ClientError(505)``."""
+    """``b"HTTP/1.1"`` -> ``"1.1"``, ``b"HTTP/2"`` -> ``"2"``; others: ``ClientError(505)``."""
     try:
         return _VERSIONS[version]
     except KeyError:
-        raise ClientError(505, "only HTTP/1.0 and HTTP/1.1 are served") from None
+        raise ClientError(505, "only HTTP/1.0, HTTP/1.1 and HTTP/2 are served") from None
 
 
 def message_headers(headers: Sequence[Header]) -> list[list[bytes]]:
@@ -133,6 +135,8 @@ def connection_scope(
     ``path``, ``query_string``, ``headers``, ``client``, ``server`` and
     ``scheme``, after X-Forwarded-* headers when ``trusted`` is given.
     """
+    if parts.target == b"*" and parts.method != b"OPTIONS":
+        raise ClientError(400, "the asterisk-form target '*' is only for OPTIONS")
     path, query = split_target(parts.target)
     headers = message_headers(parts.headers)
     schemes = ("ws", "wss") if websocket else ("http", "https")
@@ -286,14 +290,15 @@ def error_response(status: int, detail: str) -> tuple[int, list[Header], bytes]:
     return status, headers, body
 
 
-def render_error(status: int, detail: str) -> bytes:
+def render_error(status: int, detail: str, extra_headers: Sequence[Header] = ()) -> bytes:
     """A complete HTTP/1.1 error response that closes the connection.
 
     For answers written straight to the transport, before any request object
-    can answer (bad request line, oversized headers, oversized body).
+    can answer (bad request line, oversized headers, oversized body, a refused
+    WebSocket handshake, whose ``Sec-WebSocket-Version`` is an extra header).
     """
     status, headers, body = error_response(status, detail)
     lines = [f"HTTP/1.1 {status} {reason_phrase(status)}".encode("ascii")]
-    lines += [name + b": " + value for name, value in headers]
+    lines += [name + b": " + value for name, value in [*headers, *extra_headers]]
     lines.append(b"connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

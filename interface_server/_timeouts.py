@@ -18,6 +18,7 @@ class Due(enum.Enum):
     RESPOND_TIMEOUT = "respond_timeout"  # answer 504: no response started in time
     ABORT_STREAM = "abort_stream"  # a started response went silent: cut it
     HEADER_TIMEOUT = "header_timeout"  # the request head took too long: 408
+    BODY_TIMEOUT = "body_timeout"  # the request body stopped arriving: 408
     IDLE_TIMEOUT = "idle_timeout"  # an idle keep-alive connection: close it
     CONNECT_TIMEOUT = "connect_timeout"  # the app never answered websocket.connect
     EXPIRED = "expired"  # the WebSocket lived past --websocket-timeout
@@ -41,15 +42,20 @@ def http_request_due(now: float, *, waiting_since: float, response_started: bool
 
 def http_connection_due(now: float, *, head_started_at: float | None,
                         idle_since: float | None, header_timeout: float,
-                        keep_alive_timeout: float) -> Due | None:
+                        keep_alive_timeout: float, body_received_at: float | None = None,
+                        body_timeout: float = float("inf")) -> Due | None:
     """For an HTTP connection between requests.
 
     ``head_started_at``: when the first byte of a still-incomplete request head
     arrived (None if none is in progress). ``idle_since``: when the connection
     last became idle with nothing in progress (None while busy).
+    ``body_received_at``: while a request body is being read, when its last
+    bytes (or its head) arrived; a body that stalls for ``body_timeout`` is due.
     """
     if head_started_at is not None and now - head_started_at >= header_timeout:
         return Due.HEADER_TIMEOUT
+    if body_received_at is not None and now - body_received_at >= body_timeout:
+        return Due.BODY_TIMEOUT
     if head_started_at is None and idle_since is not None and \
             now - idle_since >= keep_alive_timeout:
         return Due.IDLE_TIMEOUT

@@ -9,6 +9,11 @@ starts the server and handles SIGTERM/SIGINT: the first signal drains
 Layer choice: ``--layer``, else ``CHANNEL_LAYER_URL``, else ``REDIS_URL``,
 else the embedded SQLite layer (``asgi_spec.DEFAULT_LAYER_URL``). A layer
 may be a URL or an importable object (``module:attr``).
+
+TLS: ``--ssl-certfile``/``--ssl-keyfile`` (and ``--ssl-ca-certs``) are read
+and checked while the options are parsed (``check_tls``), so a missing file
+or a key of another certificate is a usage error, not a failure on the
+first connection; the -b/-p, -u and --fd listeners then speak TLS.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import click
 
 from asgi_spec import DEFAULT_LAYER_URL
 from interface_server.config import ServerConfig
+from interface_server.tls import TLSFileError, TLSFiles, load_tls_files
 
 logger = logging.getLogger("interface_server")
 
@@ -62,6 +68,7 @@ class Settings:
     verbosity: int = 1
     ops_port: int | None = None
     ops_bind: str = "127.0.0.1"
+    tls: TLSFiles | None = None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
@@ -81,6 +88,18 @@ class Settings:
               envvar="INTERFACESERVER_ENDPOINT", show_envvar=True,
               help="A raw Twisted endpoint string, e.g. ssl:443:privateKey=key.pem "
               "(repeatable).")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False),
+              envvar="INTERFACESERVER_SSL_CERTFILE", show_envvar=True,
+              help="PEM certificate (the server's first, then any intermediates): the -b/-p, "
+              "-u and --fd listeners speak TLS (https, wss; HTTP/2 by ALPN). Needs "
+              "--ssl-keyfile.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False),
+              envvar="INTERFACESERVER_SSL_KEYFILE", show_envvar=True,
+              help="The unencrypted PEM private key of --ssl-certfile.")
+@click.option("--ssl-ca-certs", type=click.Path(exists=True, dir_okay=False),
+              envvar="INTERFACESERVER_SSL_CA_CERTS", show_envvar=True,
+              help="PEM CA certificates: require every client to present a certificate "
+              "signed by one of them (mutual TLS).")
 @click.option("--layer", envvar=["INTERFACESERVER_LAYER", "CHANNEL_LAYER_URL", "REDIS_URL"],
               show_envvar=True, default=DEFAULT_LAYER_URL,
               help="Channel layer URL (memory://, sqlite:///..., redis://...) or module:attr.")
@@ -103,6 +122,9 @@ class Settings:
 @click.option("--keep-alive-timeout", type=float, default=20.0,
               envvar="INTERFACESERVER_KEEP_ALIVE_TIMEOUT", show_envvar=True,
               help="Seconds an idle keep-alive connection stays open.")
+@click.option("--body-timeout", type=float, default=20.0,
+              envvar="INTERFACESERVER_BODY_TIMEOUT", show_envvar=True,
+              help="Seconds a request body may go without a byte arriving (408 after).")
 @click.option("--root-path", default="", envvar="INTERFACESERVER_ROOT_PATH", show_envvar=True,
               help="The prefix this server is mounted at (the messages' root_path).")
 @click.option("--proxy-headers/--no-proxy-headers", default=False,
@@ -124,6 +146,9 @@ class Settings:
 @click.option("--max-ws-message-size", type=Size(), default="512K",
               envvar="INTERFACESERVER_MAX_WS_MESSAGE_SIZE", show_envvar=True,
               help="Largest WebSocket message (closed with 1009 past it).")
+@click.option("--max-output-buffer", type=Size(), default="16M",
+              envvar="INTERFACESERVER_MAX_OUTPUT_BUFFER", show_envvar=True,
+              help="Unread bytes a client may leave buffered before it is cut off.")
 @click.option("--limit-concurrency", type=click.IntRange(min=1),
               envvar="INTERFACESERVER_LIMIT_CONCURRENCY", show_envvar=True,
               help="Answer 503 past this many open connections.")
@@ -222,6 +247,7 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
             ping_timeout=options["ping_timeout"],
             header_timeout=options["header_timeout"],
             keep_alive_timeout=options["keep_alive_timeout"],
+            body_timeout=options["body_timeout"],
             root_path=options["root_path"].rstrip("/"),
             proxy_headers=options["proxy_headers"],
             forwarded_allow_ips=options["forwarded_allow_ips"],
@@ -229,6 +255,7 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
             ws_allowed_origins=tuple(options["ws_allowed_origins"]) or ("*",),
             max_body_size=options["max_body_size"] or None,
             max_ws_message_size=options["max_ws_message_size"],
+            max_output_buffer=options["max_output_buffer"],
             limit_concurrency=options["limit_concurrency"],
             graceful_timeout=options["graceful_timeout"],
             access_log=options["access_log"],
@@ -248,6 +275,8 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
                                "enable at least one", ctx)
     for description in options["endpoints"]:
         check_endpoint(ctx, description)
+    tls = check_tls(ctx, options["ssl_keyfile"], options["ssl_certfile"],
+                    options["ssl_ca_certs"])
     fds = list(options["fds"])
     if not (fds or options["endpoints"] or options["unix_socket"] or host
             or options["port"] is not None):
@@ -258,7 +287,7 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
         layer=options["layer"], config=config, host=host, port=options["port"],
         unix_socket=options["unix_socket"], fds=fds, endpoints=list(options["endpoints"]),
         verbosity=options["verbosity"], ops_port=options["ops_port"],
-        ops_bind=options["ops_bind"],
+        ops_bind=options["ops_bind"], tls=tls,
     )
 
 
@@ -270,6 +299,21 @@ def check_endpoint(ctx: click.Context, description: str) -> None:
         serverFromString(None, description)  # parsing needs no reactor
     except Exception as exc:
         raise click.UsageError(f"--endpoint {description!r}: {exc}", ctx) from None
+
+
+def check_tls(ctx: click.Context, keyfile: str | None, certfile: str | None,
+              ca_certs: str | None) -> TLSFiles | None:
+    """Load and check the TLS files now, so a bad one is a usage error at startup."""
+    if keyfile is None and certfile is None:
+        if ca_certs is not None:
+            raise click.UsageError("--ssl-ca-certs needs --ssl-certfile and --ssl-keyfile", ctx)
+        return None
+    if keyfile is None or certfile is None:
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together: give both", ctx)
+    try:
+        return load_tls_files(keyfile, certfile, ca_certs)
+    except TLSFileError as exc:
+        raise click.BadParameter(exc.message, ctx, param_hint=f"'{exc.option}'") from None
 
 
 def configure_logging(verbosity: int) -> None:
@@ -310,8 +354,13 @@ def run(settings: Settings) -> int:
     from asgi_spec import ChannelLayerError, load_layer
     from interface_server.endpoints import build_endpoints
     from interface_server.server import Server
+    from interface_server.tls import context_factory, describe
 
     configure_logging(settings.verbosity)
+    if settings.tls is not None:
+        logger.info("TLS on the -b/-p, -u and --fd listeners: %s", describe(settings.tls))
+    for warning in settings.tls.warnings if settings.tls is not None else ():
+        logger.warning("TLS: %s", warning)
     try:
         layer = load_layer(settings.layer)
         layer.check()
@@ -321,7 +370,8 @@ def run(settings: Settings) -> int:
     try:
         endpoints = build_endpoints(
             reactor, host=settings.host, port=settings.port, unix_socket=settings.unix_socket,
-            fds=settings.fds, raw=settings.endpoints, backlog=settings.config.backlog)
+            fds=settings.fds, raw=settings.endpoints, backlog=settings.config.backlog,
+            tls=context_factory(settings.tls) if settings.tls is not None else None)
     except OSError as exc:
         click.echo(f"interfaceserver: cannot use an inherited socket: {exc}", err=True)
         return 1

@@ -35,6 +35,8 @@ class ServerConfig:
     header_timeout: float = 20.0
     #: Seconds an idle keep-alive connection stays open.
     keep_alive_timeout: float = 20.0
+    #: Seconds a request body may go without a byte arriving (408 past it).
+    body_timeout: float = 20.0
     root_path: str = ""
     proxy_headers: bool = False
     forwarded_allow_ips: str = "127.0.0.1,::1"
@@ -51,6 +53,9 @@ class ServerConfig:
     #: Request line plus all header lines, in bytes (431 past it).
     max_header_size: int = 32 * KIB
     max_headers: int = 100
+    #: Bytes written to one connection that its client has not read yet: past
+    #: this the client is not keeping up and the connection is cut.
+    max_output_buffer: int = 16 * MIB
     #: Open connections past which new requests get 503; None: no limit.
     limit_concurrency: int | None = None
     graceful_timeout: float = 30.0
@@ -86,7 +91,7 @@ class ServerConfig:
 
     def validate(self) -> None:
         for name in ("http_timeout", "websocket_connect_timeout", "ping_timeout",
-                     "header_timeout", "keep_alive_timeout", "sweep_interval",
+                     "header_timeout", "keep_alive_timeout", "body_timeout", "sweep_interval",
                      "heartbeat_interval", "worker_refresh_interval", "ops_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -94,7 +99,7 @@ class ServerConfig:
         if self.graceful_timeout < 0:
             raise ValueError(f"graceful_timeout must be >= 0, got {self.graceful_timeout!r}")
         for name in ("body_chunk_size", "max_ws_message_size", "max_request_line",
-                     "max_header_size", "max_headers", "backlog"):
+                     "max_header_size", "max_headers", "max_output_buffer", "backlog"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -4,7 +4,9 @@ Everything becomes a Twisted server endpoint. TCP and UNIX endpoints get a
 listen backlog of ``backlog`` (Twisted's default of 50 made a burst of 2,000
 connects take 30 s); raw ``-e`` strings get it too unless they name their own.
 Inherited sockets (``--fd``, systemd's ``LISTEN_FDS``) keep the backlog their
-creator gave them.
+creator gave them. With ``--ssl-certfile``/``--ssl-keyfile`` the TCP, UNIX and
+fd listeners speak TLS (``tls.TLSServerEndpoint``); ``-e ssl:...`` strings
+keep their own certificate. Both offer HTTP/2 by ALPN (see ``tls``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+
+from interface_server.tls import TLSServerEndpoint
 
 _BACKLOG_TYPES = {"tcp", "tcp6", "unix", "ssl"}
 SYSTEMD_FIRST_FD = 3
@@ -73,17 +77,22 @@ def build_endpoints(
     fds: Sequence[int],
     raw: Sequence[str],
     backlog: int,
+    tls: Any = None,
 ) -> list[Any]:
     """Endpoints (strings or endpoint objects) for the given options.
 
     ``host``/``port`` give a TCP endpoint when either is set, or when nothing
-    else is.
+    else is. ``tls`` (a context factory, from ``--ssl-certfile``) makes the
+    TCP, UNIX and fd listeners speak TLS; raw strings are used as written.
     """
     endpoints: list[Any] = [with_backlog(description, backlog) for description in raw]
+    own: list[Any] = []
     if unix_socket:
-        endpoints.append(unix_endpoint(unix_socket, backlog))
-    endpoints.extend(fd_endpoint(reactor, fd) for fd in fds)
-    if host is not None or port is not None or not endpoints:
-        endpoints.append(tcp_endpoint(host or "127.0.0.1", 8000 if port is None else port,
-                                      backlog))
-    return endpoints
+        own.append(unix_endpoint(unix_socket, backlog))
+    own.extend(fd_endpoint(reactor, fd) for fd in fds)
+    if host is not None or port is not None or not (endpoints or own):
+        own.append(tcp_endpoint(host or "127.0.0.1", 8000 if port is None else port, backlog))
+    if tls is not None:
+        own = [TLSServerEndpoint(serverFromString(reactor, e) if isinstance(e, str) else e, tls)
+               for e in own]
+    return endpoints + own

@@ -1,7 +1,8 @@
 """``ChannelRequest``: one HTTP request as an ``http.request`` message, and its replies.
 
-How this works. Twisted's channel (``http_channel``) creates one of these per
-request and reads the whole body into it (spooled to a temp file past 100 kB,
+How this works. Twisted's channel (``http_channel``; for HTTP/2 a stream of
+``http2.SwitchboardH2Connection``, through ``http2.H2ChannelRequest``) creates
+one of these per request and reads the whole body into it (spooled to a temp file past 100 kB,
 refused with 413 past ``--max-body-size``). Then ``process``:
 
 1. builds the message (``_http.build_http_request``); a WebSocket handshake is
@@ -48,6 +49,7 @@ from interface_server._http import (
     message_headers,
     split_body,
 )
+from interface_server._output import HARD_FACTOR, over_output_limit
 from interface_server._timeouts import Due, http_request_due
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ class ChannelRequest(http.Request):
 
     def __init__(self, channel: SwitchboardChannel, queued: object = None) -> None:
         super().__init__(channel)
-        self.server: Server = channel.server
+        self.server: Server = self.find_server(channel)
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.body_size = 0
         self.reply_channel: str | None = None
@@ -79,10 +81,14 @@ class ChannelRequest(http.Request):
         self.waiting_since = self.started
         self.arrived_at = time.time()
         self._logged = False
+        self.aborted = False
         self.message_path = ""
         self.message_client: list[Any] | None = None
         self._body_channel: str | None = None
         self._chunks: Any = None
+
+    def find_server(self, channel: Any) -> Server:
+        return channel.server  # type: ignore[no-any-return]
 
     # -- reading (called by the channel) -----------------------------------
 
@@ -93,7 +99,15 @@ class ChannelRequest(http.Request):
             return
         super().gotLength(length)
 
+    def chunk_declared(self, size: int) -> None:
+        """A chunked body announced its next chunk: 413 now if it cannot fit."""
+        limit = self.server.config.max_body_size
+        if body_too_large(self.body_size + size, limit):
+            self.channel.reject(413, f"the request body is larger than {limit} bytes")
+
     def handleContentChunk(self, data: bytes) -> None:
+        if self.channel.rejected:
+            return
         self.body_size += len(data)
         limit = self.server.config.max_body_size
         if body_too_large(self.body_size, limit):
@@ -119,11 +133,12 @@ class ChannelRequest(http.Request):
             headers=self.raw_headers, client=peer_address(self.client),
             server=peer_address(self.host), secure=self.channel.isSecure(),
         )
-        if self.channel.over_limit:
+        if self.connection_over_limit():
             self.respond_error(503, f"the server is at its limit of {config.limit_concurrency} "
                                "concurrent connections (--limit-concurrency)", close=True)
             return
-        if is_websocket_upgrade(self.method, message_headers(self.raw_headers)):
+        if self.clientproto == b"HTTP/1.1" and is_websocket_upgrade(
+                self.method, message_headers(self.raw_headers)):  # 1.0 ignores Upgrade
             server.upgrade_to_websocket(self, parts)
             return
         if server.draining:
@@ -198,7 +213,7 @@ class ChannelRequest(http.Request):
     # -- replies (called by the server's reply loop) ---------------------------
 
     def handle_reply(self, message: dict[str, Any]) -> None:
-        if self.finished or self._disconnected:
+        if self.finished or self._disconnected or self.aborted:
             return
         try:
             write = interpret_reply(message, started=self.response_started,
@@ -224,6 +239,23 @@ class ChannelRequest(http.Request):
             self.write(write.content)  # an empty write sends the head (server-sent events)
         if not write.more_content:
             self.finish()
+        elif self.output_over_limit():
+            self.server.stats["slow_readers_cut"] += 1
+            logger.info("cut %s %s: the client left more than %d bytes unread "
+                        "(%d x --max-output-buffer)", self.method.decode("latin-1"),
+                        self.message_path, HARD_FACTOR * self.server.config.max_output_buffer,
+                        HARD_FACTOR)
+            self.abort()
+
+    def connection_over_limit(self) -> bool:
+        """The connection was accepted past --limit-concurrency: answer 503."""
+        return bool(self.channel.over_limit)
+
+    def output_over_limit(self) -> bool:
+        """So much is unsent that the response is cut on the write, not at the next sweep
+        (``_output``: past ``HARD_FACTOR`` x --max-output-buffer)."""
+        return over_output_limit(self.channel.transport,
+                                 HARD_FACTOR * self.server.config.max_output_buffer)
 
     def respond_error(self, status: int, detail: str, *, close: bool = False) -> None:
         """Answer with the server's own error, unless a response already started."""
@@ -255,6 +287,7 @@ class ChannelRequest(http.Request):
 
     def abort(self) -> None:
         """Cut the connection: the response cannot be completed correctly."""
+        self.aborted = True
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.abortConnection()
 
@@ -274,6 +307,8 @@ class ChannelRequest(http.Request):
             self.abort()
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._disconnected:
+            return  # (an HTTP/2 stream reset by the server is lost once, then again)
         unanswered = not self.finished
         super().connectionLost(reason)
         if not unanswered or self.reply_channel is None:

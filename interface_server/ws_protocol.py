@@ -16,6 +16,15 @@ into actions by ``_websocket.interpret_reply``. A message over
 ``max_ws_message_size`` is closed with 1009 by Autobahn (``failByDrop`` off:
 a close frame, not a TCP drop). Pings, the connect timeout and the lifetime
 limit are decided by the server's sweep calling ``check_timeout``.
+
+Two changes to Autobahn's behaviour with hostile peers: a connection whose
+client does not read what is written to it (pongs to a ping flood, or
+messages) is dropped (``_output.OutputWatch``: past ``--max-output-buffer``
+for a sweep, or four times that on a write); and when the peer answers a
+close the server started -- including the close 1002/1007 answering an
+invalid close frame -- the connection is closed after flushing that close
+frame (Autobahn aborted it, so the client saw a reset instead of the code),
+and aborted by the sweep if the flush does not finish.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from interface_server._http import (
     header_value,
     render_error,
 )
+from interface_server._output import OutputWatch
 from interface_server._timeouts import Due, websocket_due
 from interface_server.layer_io import OrderedSender
 
@@ -72,6 +82,8 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
         self.arrived_at = time.time()
         self.reported = False
         self.sender: OrderedSender
+        self._peer_closing = False  # inside onCloseFrame
+        self.output: OutputWatch
 
     # -- handshake -----------------------------------------------------------
 
@@ -121,7 +133,9 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
 
     def sendHttpErrorResponse(self, code: int, reason: str,
                               responseHeaders: Any = None) -> None:
-        self.sendData(render_error(code, reason))
+        extra = [(str(name).encode("latin-1"), str(value).encode("latin-1"))
+                 for name, value in responseHeaders or ()]  # Sec-WebSocket-Version
+        self.sendData(render_error(code, reason, extra))
 
     def onOpen(self) -> None:
         self.opened_at = self.server.now()
@@ -133,6 +147,35 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
         self.last_received_at = self.server.now()
         self.ping_sent_at = None
         super().dataReceived(data)
+        self._check_output()  # pongs pile up when a ping flood's sender does not read
+
+    def _check_output(self) -> None:
+        """Drop the connection at once when far too much output is left unread."""
+        if self.state != self.STATE_CLOSED and self.transport is not None and \
+                self.output.cut_on_write(self.transport):
+            self._cut_slow_reader()
+
+    def _cut_slow_reader(self) -> None:
+        self.server.stats["slow_readers_cut"] += 1
+        logger.info("dropped WebSocket %s: the client left more than %d bytes unread "
+                    "(--max-output-buffer)", self.path, self.output.limit)
+        self.wasNotCleanReason = "the client does not read (--max-output-buffer)"
+        self.dropConnection(abort=True)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        self._peer_closing = True
+        try:
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[arg-type]
+        finally:
+            self._peer_closing = False
+
+    def dropConnection(self, abort: bool = False) -> None:
+        if abort and self._peer_closing:
+            # The peer answered our close: flush our close frame, then close (Autobahn
+            # aborts, losing a close frame sent just before, e.g. 1002 for a bad close
+            # frame). A peer that then reads nothing is aborted by the sweep.
+            abort = False
+        super().dropConnection(abort)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.state != OPEN or self.reply_channel is None:
@@ -202,6 +245,7 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
             elif isinstance(action, ws.Send):
                 if self.state == OPEN:
                     self.sendMessage(action.payload, isBinary=action.is_binary)
+                    self._check_output()
             elif isinstance(action, ws.Close):
                 self.close(action.code)
 
@@ -219,6 +263,12 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
     def check_timeout(self, now: float) -> None:
         config = self.server.config
         if self.handshake is None and self.state != OPEN:
+            if self.transport is not None and self.output.linger_over(
+                    self.state == self.STATE_CLOSED, now):
+                self.transport.abortConnection()  # closed, but it cannot flush
+            return
+        if self.state == OPEN and self.output.cut_on_sweep(self.transport):
+            self._cut_slow_reader()
             return
         due = websocket_due(
             now, handshaking=self.handshake is not None,
@@ -274,6 +324,7 @@ class SwitchboardWebSocketFactory(WebSocketServerFactory):
         protocol = SwitchboardWebSocketProtocol()
         protocol.factory = self
         protocol.server = self.switchboard
+        protocol.output = OutputWatch(self.switchboard.config.max_output_buffer)
         return protocol
 
 

@@ -183,3 +183,52 @@ def test_importing_the_command_imports_no_worker_django_or_reactor() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
+def test_tls_options_are_loaded_and_checked(invoke: Any, tmp_path: Any) -> None:
+    """--ssl-certfile/--ssl-keyfile/--ssl-ca-certs (or their variables) are read and
+    checked before the server starts; the settings carry the loaded files."""
+    from tests.interface_server.certificates import TestCA
+
+    ca = TestCA(tmp_path)
+    issued = ca.issue()
+    result, settings = invoke("--ssl-keyfile", str(issued.key), "--ssl-certfile",
+                              str(issued.cert), "--ssl-ca-certs", str(ca.path))
+    assert result.exit_code == 0, result.output
+    assert settings.tls is not None
+    assert (settings.tls.keyfile, settings.tls.certfile) == (issued.key, issued.cert)
+    assert len(settings.tls.ca_certs) == 1
+    result, settings = invoke(env={"INTERFACESERVER_SSL_KEYFILE": str(issued.key),
+                                   "INTERFACESERVER_SSL_CERTFILE": str(issued.cert)})
+    assert result.exit_code == 0, result.output
+    assert settings.tls is not None and settings.tls.ca_certs == ()
+    _, settings = invoke()
+    assert settings.tls is None
+
+
+def test_bad_tls_files_are_usage_errors(invoke: Any, tmp_path: Any) -> None:
+    """A missing file, a key that is not a key, a key of another certificate, or one
+    option without the other: exit 2 with a message naming the option and the problem."""
+    from tests.interface_server.certificates import TestCA
+
+    ca = TestCA(tmp_path)
+    one, other = ca.issue("one"), ca.issue("other")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("junk\n")
+    cases = [
+        (("--ssl-keyfile", str(tmp_path / "nope.key"), "--ssl-certfile", str(one.cert)),
+         ["--ssl-keyfile", "does not exist"]),
+        (("--ssl-keyfile", str(junk), "--ssl-certfile", str(one.cert)),
+         ["--ssl-keyfile", "holds no PEM private key"]),
+        (("--ssl-keyfile", str(other.key), "--ssl-certfile", str(one.cert)),
+         ["--ssl-keyfile", "does not match the certificate"]),
+        (("--ssl-keyfile", str(one.key)), ["give both"]),
+        (("--ssl-ca-certs", str(ca.path)), ["--ssl-ca-certs needs"]),
+    ]
+    for args, messages in cases:
+        result, settings = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        for message in messages:
+            assert message in result.output, (args, result.output)
+        assert settings is None

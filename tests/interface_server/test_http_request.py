@@ -334,7 +334,7 @@ def test_proxy_headers_from_a_trusted_proxy(harness: Any) -> None:
     """With --proxy-headers, a trusted proxy's X-Forwarded-* set client and scheme."""
     h = harness(config=ServerConfig(proxy_headers=True, forwarded_allow_ips="10.0.0.0/8"))
     conn = h.connect(("10.0.0.7", 1234))
-    conn.send(b"GET / HTTP/1.1\r\nX-Forwarded-For: 198.51.100.4\r\n"
+    conn.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 198.51.100.4\r\n"
               b"X-Forwarded-Proto: https\r\n\r\n")
     message = h.receive("http.request")
     assert message["client"] == ["198.51.100.4", 0]
@@ -345,7 +345,7 @@ def test_proxy_headers_from_anyone_else_are_ignored(harness: Any) -> None:
     """X-Forwarded-* from an untrusted peer are ignored."""
     h = harness(config=ServerConfig(proxy_headers=True, forwarded_allow_ips="127.0.0.1"))
     conn = h.connect(("203.0.113.5", 1234))
-    conn.send(b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
+    conn.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
     assert h.receive("http.request")["client"] == ["203.0.113.5", 1234]
 
 
@@ -353,7 +353,7 @@ def test_proxy_headers_off_by_default(harness: Any) -> None:
     """Without --proxy-headers, even a loopback peer's X-Forwarded-For is ignored."""
     h = harness()
     conn = h.connect(("127.0.0.1", 1234))
-    conn.send(b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
+    conn.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
     assert h.receive("http.request")["client"] == ["127.0.0.1", 1234]
 
 
