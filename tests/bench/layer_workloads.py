@@ -126,29 +126,36 @@ async def pairs_async(adapter: Any, duration: float) -> dict[str, Any]:
     return {"messages": count, "per_second": count / (time.perf_counter() - started)}
 
 
-async def stream_async(adapter: Any, duration: float) -> dict[str, Any]:
-    started = time.perf_counter()
+async def _count_until_stop(adapter: Any) -> int:
+    """Receive until the ``stop`` message; return how many came before it."""
     received = 0
+    while not (await adapter.receive(CHANNEL)).get("stop"):
+        received += 1
+    return received
 
-    async def consume() -> None:
-        nonlocal received
-        while True:
-            message = await adapter.receive(CHANNEL)
-            if message.get("stop"):
-                return
-            received += 1
 
-    consumer = asyncio.ensure_future(consume())
+async def _produce_then_count(adapter: Any, duration: float,
+                              send_some: Any) -> dict[str, Any]:
+    """Call ``send_some(sent)`` (returning how many it sent) for ``duration`` s while a
+    consumer task counts; then stop it and report messages/s."""
+    started = time.perf_counter()
+    consumer = asyncio.ensure_future(_count_until_stop(adapter))
     sent = 0
     while time.perf_counter() - started < duration:
-        await adapter.send(CHANNEL, _message(sent))
-        sent += 1
-        if sent % 50 == 0:
-            await asyncio.sleep(0)  # let the consumer run, as a real server would
+        sent += await send_some(sent)
     await adapter.send(CHANNEL, {"stop": True})
-    await consumer
-    elapsed = time.perf_counter() - started
-    return {"messages": received, "per_second": received / elapsed}
+    received = await consumer
+    return {"messages": received, "per_second": received / (time.perf_counter() - started)}
+
+
+async def stream_async(adapter: Any, duration: float) -> dict[str, Any]:
+    async def one(sent: int) -> int:
+        await adapter.send(CHANNEL, _message(sent))
+        if sent % 50 == 49:
+            await asyncio.sleep(0)  # let the consumer run, as a real server would
+        return 1
+
+    return await _produce_then_count(adapter, duration, one)
 
 
 BURST = 64
@@ -156,25 +163,11 @@ BURST = 64
 
 async def burst_async(adapter: Any, duration: float) -> dict[str, Any]:
     """The peer's best effort at a burst: 64 sends in flight at once."""
-    started = time.perf_counter()
-    received = 0
-
-    async def consume() -> None:
-        nonlocal received
-        while True:
-            message = await adapter.receive(CHANNEL)
-            if message.get("stop"):
-                return
-            received += 1
-
-    consumer = asyncio.ensure_future(consume())
-    sent = 0
-    while time.perf_counter() - started < duration:
+    async def burst(sent: int) -> int:
         await asyncio.gather(*(adapter.send(CHANNEL, _message(sent + n)) for n in range(BURST)))
-        sent += BURST
-    await adapter.send(CHANNEL, {"stop": True})
-    await consumer
-    return {"messages": received, "per_second": received / (time.perf_counter() - started)}
+        return BURST
+
+    return await _produce_then_count(adapter, duration, burst)
 
 
 async def wake_async(adapter: Any, samples: int) -> dict[str, Any]:
