@@ -166,6 +166,17 @@ class BaseChannelLayer:
         ...). One bad or refused item never stops the others. A backend may
         queue them all in one round trip (the Redis layer pipelines them).
         """
+        results, prepared = self._prepare_sends(items)
+        outcomes = self._send_many([args for _, args in prepared])
+        for (index, _), outcome in zip(prepared, outcomes, strict=True):
+            results[index] = outcome
+        return results
+
+    def _prepare_sends(self, items: Iterable[tuple[str, dict[str, Any]]],
+                       ) -> tuple[list[ChannelLayerError | None],
+                                  list[tuple[int, tuple[str, str, bytes, float, int]]]]:
+        """Validate and encode ``items``: the outcome list (errors filled in) and the
+        ``(slot, _send arguments)`` of every item that can be sent."""
         results: list[ChannelLayerError | None] = []
         prepared = []
         for channel, message in items:
@@ -179,10 +190,7 @@ class BaseChannelLayer:
             prepared.append((len(results), (channel, queue, body, self.clock() + self.expiry,
                                             self.get_capacity(queue))))
             results.append(None)
-        outcomes = self._send_many([args for _, args in prepared])
-        for (index, _), outcome in zip(prepared, outcomes, strict=True):
-            results[index] = outcome
-        return results
+        return results, prepared
 
     def receive(
         self, channels: Iterable[str], block: bool = False, *, timeout: float | None = None
@@ -337,6 +345,20 @@ class BaseChannelLayer:
         await self._send_async(
             channel, queue, body, self.clock() + self.expiry, self.get_capacity(queue)
         )
+
+    async def send_many_async(
+        self, items: Iterable[tuple[str, dict[str, Any]]],
+    ) -> list[ChannelLayerError | None]:
+        """``send_many`` for asyncio callers: one outcome per item, in order.
+
+        Each channel's messages are queued in the order given; the Redis layer
+        writes them all in one round trip per server.
+        """
+        results, prepared = self._prepare_sends(items)
+        outcomes = await self._send_many_async([args for _, args in prepared])
+        for (index, _), outcome in zip(prepared, outcomes, strict=True):
+            results[index] = outcome
+        return results
 
     async def receive_async(
         self, channels: Iterable[str], *, timeout: float | None = None
@@ -542,6 +564,18 @@ class BaseChannelLayer:
         for args in sends:
             try:
                 self._send(*args)
+                outcomes.append(None)
+            except ChannelLayerError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _send_many_async(self, sends: list[tuple[str, str, bytes, float, int]],
+                               ) -> list[ChannelLayerError | None]:
+        """``_send_many`` for asyncio callers: one ``_send_async`` after another."""
+        outcomes: list[ChannelLayerError | None] = []
+        for args in sends:
+            try:
+                await self._send_async(*args)
                 outcomes.append(None)
             except ChannelLayerError as exc:
                 outcomes.append(exc)

@@ -277,6 +277,22 @@ class ChannelLayerConformance:
         """``send_many([])`` returns ``[]``."""
         assert layer.send_many([]) == []
 
+    def test_send_many_async_reports_each_outcome_in_order(self, make_layer):
+        """``send_many_async`` is ``send_many`` for asyncio callers: per item ``None`` or
+        the error, each channel's messages queued in the order given."""
+        layer = make_layer(capacity=1)
+        layer.send("sb.full", {"x": 0})
+        items = [("sb.full", {"n": -1}), ("bad name", {"n": -2}),
+                 *((f"srv!c{n % 3}", {"n": n}) for n in range(30))]
+        results = asyncio.run(layer.send_many_async(items))
+        assert isinstance(results[0], ChannelFull)
+        assert isinstance(results[1], InvalidChannelName)
+        assert results[2:] == [None] * 30
+        got = layer.receive_batch(["srv!"], 100)
+        for local in ("srv!c0", "srv!c1", "srv!c2"):
+            numbers = [message["n"] for channel, message in got if channel == local]
+            assert numbers == sorted(numbers) and len(numbers) == 10
+
 
     def test_receive_batch_takes_what_is_waiting_in_order(self, layer):
         """``receive_batch`` returns up to ``max_messages`` messages in receive order."""

@@ -41,6 +41,7 @@ class AccessRecord:
     referer: str = ""
     user_agent: str = ""
     protocol: str = "http"
+    client_port: int | None = None  # the client's TCP port (not in the text formats)
 
 
 def _escape(text: str) -> str:

@@ -2,8 +2,9 @@
 
 How this works: workers register in the layer's registry (kind ``"worker"``)
 with a heartbeat and ``info["channels"]``, the channel names or globs they
-consume. The server asks ``layer.live_processes("worker")`` off the reactor
-thread, at most once per ``refresh_interval``, and stores the answer here.
+consume. The server asks ``registry.fresh_processes(layer, "worker")`` (stale
+heartbeats left out) off the reactor thread every ``refresh_interval``, and on
+demand no more often, and stores the answer here.
 ``consumes(channel)`` is then a walk over the cached infos, with the
 matching rule of ``asgi_spec.registry.consumes``:
 

@@ -190,6 +190,12 @@ class Settings:
 @click.option("--ops-interval", type=click.FloatRange(min=0.1), default=2.0,
               envvar="INTERFACESERVER_OPS_INTERVAL", show_envvar=True,
               help="Seconds between two looks at the layer for --metrics and --dashboard.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=5.0,
+              envvar="INTERFACESERVER_HEARTBEAT_INTERVAL", show_envvar=True,
+              metavar="SECONDS",
+              help="This server beats in the layer's registry five times per interval and "
+                   "is shown stale within one interval if it stops; it re-reads the live "
+                   "workers at least every fifth of it. Use the workers' interval.")
 @click.option("-v", "--verbosity", type=click.IntRange(0, 2), default=1,
               envvar="INTERFACESERVER_VERBOSITY", show_envvar=True,
               help="0: warnings, 1: info, 2: debug.")
@@ -266,6 +272,7 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
             ready_path=options["ready_path"], dashboard=options["dashboard"],
             dashboard_path=options["dashboard_path"],
             ops_on_app_ports=options["ops_port"] is None, ops_interval=options["ops_interval"],
+            heartbeat_interval=options["heartbeat_interval"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx) from None

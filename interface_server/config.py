@@ -65,9 +65,11 @@ class ServerConfig:
     backlog: int = 2048
     #: How often the timeout sweep runs (seconds).
     sweep_interval: float = 1.0
-    #: Registry heartbeat period; the entry lives three periods.
+    #: Registry heartbeat interval: the server beats five times per interval, and is
+    #: shown stale within one interval if it stops; the entry lives three intervals.
     heartbeat_interval: float = 5.0
-    #: The live-worker view is refreshed at most this often (seconds).
+    #: The live-worker view is re-read this often (seconds; at most a fifth of
+    #: ``heartbeat_interval``), so a killed worker stops counting within one interval.
     worker_refresh_interval: float = 1.0
     #: Operations endpoints (``interface_server.operations``), each off by default:
     #: Prometheus metrics, liveness and readiness, the live dashboard (and its JSON

@@ -8,7 +8,8 @@ every ``interval`` seconds and draws, for the last ten minutes: channel depths
 channel, and HTTP requests per second on this server) and the time from a
 request's message to its first reply (p50 and p95); then tables of the
 problems, channels, workers, interface servers and groups -- the numbers
-``switchboard status`` prints. Every name from the layer is inserted as text,
+``switchboard status`` prints (a worker whose heartbeat is late is in state
+``stale``, in red). Every name from the layer is inserted as text,
 never as HTML.
 """
 
@@ -57,6 +58,7 @@ PAGE = r"""<!doctype html>
   .bar i { display: block; height: 100%; background: var(--ok); }
   .bar i.warn { background: var(--warn); } .bar i.bad { background: var(--bad); }
   .state-busy { color: var(--warn); font-weight: 600; } .state-idle { color: var(--ok); }
+  .state-stale { color: var(--bad); font-weight: 600; }
   ul.problems { margin: 0; padding: 0; list-style: none; }
   ul.problems li { padding: 4px 0; }
   .sev { display: inline-block; width: 70px; font-weight: 700; font-size: 11px; }
@@ -279,7 +281,8 @@ function render(feed) {
   table("servers", ["Server", "Host", "HTTP", "WebSockets", "In flight", "Heartbeat"],
         status.servers.map(s => [s.name, s.host || "-", num(s.http_connections),
                                  num(s.websockets), num(s.requests_in_flight),
-                                 ago(s.heartbeat_age) + " ago"]), [2, 3, 4]);
+                                 ago(s.heartbeat_age) + " ago" + (s.stale ? " (stale)" : "")]),
+        [2, 3, 4]);
   table("groups", ["Group", "Members"],
         (status.groups || []).map(g => [g.name, g.size]), [1]);
 }

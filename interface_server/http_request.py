@@ -174,6 +174,11 @@ class ChannelRequest(http.Request):
             self.respond_error(503, "no worker is consuming the http.request channel; "
                                "start one with `runworker`")
             return
+        if self.server.replies_unreachable:  # its answer could not come back
+            self.delivery = "failed"
+            self.server.stats["layer_unavailable"] += 1
+            self.respond_error(503, "the channel layer is unavailable; retry shortly")
+            return
         self.delivery = "pending"
         self.server.send_to_layer(HTTP_REQUEST, message).addCallbacks(
             self._request_sent, self._request_failed)
@@ -343,4 +348,5 @@ class ChannelRequest(http.Request):
                 duration=max(self.server.now() - self.started, 0.0),
                 referer=(header_value(headers, b"referer") or b"").decode("latin-1"),
                 user_agent=(header_value(headers, b"user-agent") or b"").decode("latin-1"),
+                client_port=client[1] if client else None,
             ))

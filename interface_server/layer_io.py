@@ -3,24 +3,24 @@
 How this works: protocols never touch the layer. They call the server, which
 calls a ``LayerIO``:
 
-* ``AsyncioLayerIO`` (production) runs the layer's async face
-  (``send_async`` / ``receive_async``) as asyncio tasks on the reactor's own
-  event loop (Twisted runs on the asyncio reactor) and wraps them with
-  ``Deferred.fromFuture``; the layer's synchronous-only calls (the registry)
-  run on one background thread. The reactor thread never blocks on the layer.
+* ``AsyncioLayerIO`` (production) runs the layer's async face on the
+  reactor's own event loop (Twisted runs on the asyncio reactor) and wraps it
+  with Deferreds; the layer's synchronous-only calls (the registry) run on one
+  background thread. The reactor thread never blocks on the layer. Sends are
+  gathered: the messages of one turn of the loop go out in one
+  ``send_many_async`` (one round trip to each Redis server); while that batch
+  is in flight new sends queue up and form the next batch. Batches go out one
+  at a time and in order, so messages reach the layer in the order they were
+  given -- two ``websocket.receive`` of one socket never overtake each other.
 * ``ImmediateLayerIO`` (tests) calls the synchronous API at once and returns
   already-fired Deferreds, so a protocol test runs start to finish inside
-  ``dataReceived`` with no event loop and no threads.
-
-``OrderedSender`` keeps one connection's messages in order: the next send
-starts only when the previous one is done, so two ``websocket.receive`` can
-never overtake each other on a layer with several connections.
+  ``dataReceived`` with no event loop and no threads. Its sends, being
+  synchronous, are in order too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -33,6 +33,8 @@ from asgi_spec.base import BaseChannelLayer
 
 #: Replies taken from the layer per round trip, at most.
 REPLY_BATCH = 256
+#: Messages sent to the layer per round trip, at most.
+SEND_BATCH = 256
 
 T = TypeVar("T")
 Received = tuple[str, dict[str, Any]] | tuple[None, None]
@@ -57,9 +59,43 @@ class AsyncioLayerIO:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-sync")
+        self._queued: list[tuple[str, dict[str, Any], Deferred[None]]] = []
+        self._sending = False  # a flush is scheduled or a batch is in flight
+        self._in_flight: asyncio.Future[list[Any]] | None = None
 
     def send(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
-        return Deferred.fromFuture(asyncio.ensure_future(self.layer.send_async(channel, message)))
+        """Queue ``message`` for the next batch; the Deferred fires with its own outcome."""
+        done: Deferred[None] = Deferred()
+        self._queued.append((channel, message, done))
+        if not self._sending:
+            self._sending = True
+            asyncio.get_event_loop().call_soon(self._flush)
+        return done
+
+    def _flush(self) -> None:
+        batch = self._queued[:SEND_BATCH]
+        del self._queued[:SEND_BATCH]
+        if not batch:
+            self._sending = False
+            return
+        self._in_flight = asyncio.get_event_loop().create_task(
+            self.layer.send_many_async([(channel, message) for channel, message, _ in batch]))
+        self._in_flight.add_done_callback(lambda future: self._sent(batch, future))
+
+    def _sent(self, batch: list[tuple[str, dict[str, Any], Deferred[None]]],
+              future: asyncio.Future[list[Any]]) -> None:
+        try:
+            outcomes: list[Any] = future.result()
+        except BaseException as exc:  # every sender hears of it
+            outcomes = [exc] * len(batch)
+        try:
+            for (_, _, done), outcome in zip(batch, outcomes, strict=True):
+                if outcome is None:
+                    done.callback(None)
+                else:
+                    done.errback(Failure(outcome))
+        finally:
+            self._flush()
 
     def receive_batch(self, channels: list[str],
                       timeout: float | None) -> Deferred[list[Received]]:
@@ -109,46 +145,3 @@ class ImmediateLayerIO:
 
     def close(self) -> None:
         pass
-
-
-class OrderedSender:
-    """Sends through ``send`` one message at a time, in the order they were given."""
-
-    __slots__ = ("_busy", "_pumping", "_queue", "_send")
-
-    def __init__(self, send: Callable[[str, dict[str, Any]], Deferred[None]]) -> None:
-        self._send = send
-        self._queue: deque[tuple[str, dict[str, Any], Deferred[None]]] = deque()
-        self._busy = False
-        self._pumping = False
-
-    def send(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
-        """Queue ``message``; the Deferred fires (or fails) when its own send does."""
-        done: Deferred[None] = Deferred()
-        self._queue.append((channel, message, done))
-        self._pump()
-        return done
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue) + self._busy
-
-    def _pump(self) -> None:
-        if self._pumping:
-            return  # a synchronous send finished inside the loop below
-        self._pumping = True
-        try:
-            while not self._busy and self._queue:
-                channel, message, done = self._queue.popleft()
-                self._busy = True
-                self._send(channel, message).addBoth(self._finished, done)
-        finally:
-            self._pumping = False
-
-    def _finished(self, result: Any, done: Deferred[None]) -> None:
-        self._busy = False
-        if isinstance(result, Failure):
-            done.errback(result)
-        else:
-            done.callback(None)
-        self._pump()

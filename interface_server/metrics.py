@@ -14,8 +14,10 @@ of metric:
 * the deployment's, read from the latest ``asgi_spec.ops`` snapshot that
   ``interface_server.operations`` keeps (the same numbers ``switchboard status``
   prints): per channel pending, capacity, oldest age and counters; workers by
-  state, their processed and failed counts, per-channel consumer time (what
-  each worker publishes in its heartbeat, so worker processes need no port);
+  state (``stale`` once a heartbeat is late, judged at scrape time: a killed
+  worker shows within one heartbeat interval), their processed and failed
+  counts, per-channel consumer time (what each worker publishes in its
+  heartbeat, so worker processes need no port);
   interface servers' connections; groups; problems by severity.
 
 Channel labels of single-reader channels (``http.request.body?x1y2``) are cut
@@ -238,8 +240,9 @@ class _Collector:
         for other in snap.servers:
             servers.add_metric([other.name, "http"], other.http_connections or 0)
             servers.add_metric([other.name, "websocket"], other.websockets or 0)
-        yield GaugeMetricFamily(f"{PREFIX}_interfaceservers", "Live interface servers.",
-                                value=len(snap.servers))
+        yield GaugeMetricFamily(f"{PREFIX}_interfaceservers",
+                                "Live interface servers (heartbeat not stale).",
+                                value=sum(not other.stale(now) for other in snap.servers))
         yield servers
         if snap.groups is not None:
             yield GaugeMetricFamily(f"{PREFIX}_groups", "Groups with members.",
@@ -257,15 +260,19 @@ class _Collector:
 
 
 def _workers(snap: Any, now: float) -> Iterator[Any]:
-    states = GaugeMetricFamily(f"{PREFIX}_workers", "Live workers, by state.", labels=["state"])
-    counts = {"busy": 0, "idle": 0, "unknown": 0}
+    states = GaugeMetricFamily(f"{PREFIX}_workers",
+                               "Registered workers, by state (stale: heartbeat late, not live).",
+                               labels=["state"])
+    counts = {"busy": 0, "idle": 0, "unknown": 0, "stale": 0}
     for worker in snap.workers:
-        counts["unknown" if worker.busy is None else "busy" if worker.busy else "idle"] += 1
+        counts["stale" if worker.stale(now) else "unknown" if worker.busy is None
+               else "busy" if worker.busy else "idle"] += 1
     for state, count in counts.items():
         states.add_metric([state], count)
     yield states
     per = {key: GaugeMetricFamily(f"{PREFIX}_worker_{key}", doc, labels=["worker"])
-           for key, doc in (("threads", "Loop threads of the worker."),
+           for key, doc in (("up", "1 while the worker's heartbeat is current, 0 once stale."),
+                            ("threads", "Loop threads of the worker."),
                             ("busy_threads", "Threads running a consumer now."),
                             ("heartbeat_age_seconds", "Seconds since its last heartbeat."))}
     done = {key: CounterMetricFamily(f"{PREFIX}_worker_{key}", doc, labels=["worker"])
@@ -278,6 +285,7 @@ def _workers(snap: Any, now: float) -> Iterator[Any]:
                                  ("failed", "Consumers that raised, by worker and channel."))}
     for worker in snap.workers:
         name = [worker.name]
+        per["up"].add_metric(name, 0 if worker.stale(now) else 1)
         if worker.threads is not None:
             per["threads"].add_metric(name, worker.threads)
         if worker.busy is not None:

@@ -14,7 +14,13 @@ taken from the application's URL space unless asked). It
   seconds (``asgi_spec.ops.snapshot``, off the reactor thread) and keeps the
   latest look plus a ten-minute history of samples for the dashboard's charts:
   channel depths, messages per second, HTTP requests per second, the time to
-  a request's first reply (p50/p95 over the interval), workers busy and idle.
+  a request's first reply (p50/p95 over the interval), workers busy and idle;
+* answers a scrape or a feed request from a look at most ``max_age`` old
+  (``ops_interval``, but never more than a fifth of the heartbeat interval):
+  when the latest is older, it takes a new one first (one at a time; it is
+  not a chart sample). Heartbeats are judged at the time of the answer, so a
+  killed worker is ``stale`` in ``/metrics`` and the feed within one
+  heartbeat interval (see ``asgi_spec.registry``).
 
 Liveness (``/-/health``) is 200 while the reactor answers; it checks nothing
 else, so a layer outage never gets a healthy process restarted. Readiness
@@ -38,11 +44,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.web import resource
 from twisted.web import server as web_server
 
-from asgi_spec import names
+from asgi_spec import names, registry
 from asgi_spec.formats import HTTP_REQUEST
 from asgi_spec.ops import Snapshot, diagnose, snapshot, status_dict
 from interface_server.dashboard import PAGE
@@ -95,7 +101,12 @@ class Operations:
             self.paths[config.dashboard_path + ".json"] = self.serve_feed
         self.history: deque[dict[str, Any]] = deque(
             maxlen=max(int(HISTORY_SECONDS / config.ops_interval), 2))
-        self._sampling = False
+        self._sampling = False  # a look is in flight
+        self._record = False  # ... and it is a chart sample
+        self._look_waiters: list[Deferred[None]] = []
+        self._looked_at: float | None = None  # reactor time the latest look started
+        #: Scrapes and feed requests are answered from a look at most this old (seconds).
+        self.max_age = min(config.ops_interval, registry.cache_limit(config.heartbeat_interval))
         self._sampler = task.LoopingCall(self.sample)
         self._sampler.clock = server.reactor
         self._executor: ThreadPoolExecutor | None = None
@@ -144,21 +155,48 @@ class Operations:
 
     def sample(self) -> Deferred[None] | None:
         """Take one look at the layer (unless one is still running) and record a sample."""
+        self._record = True  # a look in flight records this sample when it lands
         if self._sampling:
             return None
+        return self._take_look()
+
+    def fresh(self) -> Deferred[None]:
+        """Fires once the latest look is at most ``max_age`` old, taking one if needed."""
+        waiter: Deferred[None] = Deferred()
+        if self._sampling:
+            self._look_waiters.append(waiter)
+            return waiter
+        if self._looked_at is not None and self.server.now() - self._looked_at < self.max_age:
+            return succeed(None)
+        self._look_waiters.append(waiter)
+        self._take_look()
+        return waiter
+
+    def _take_look(self) -> Deferred[None]:
         self._sampling = True
+        self._looked_at = self.server.now()
         looked = self._call(snapshot, self.server.layer)
         looked.addCallbacks(self._looked, self._look_failed)
+        looked.addBoth(self._wake)
         return looked
+
+    def _wake(self, result: Any) -> Any:
+        waiters, self._look_waiters = self._look_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        return result
 
     def _looked(self, current: Snapshot) -> None:
         self._sampling = False
         before = self.look.snapshot
         self.look = Look(current, before, None, self.look.clock)
-        self.history.append(self._sample(current, before))
+        if self._record:
+            self._record = False
+            self.history.append(self._sample(current, before))
 
     def _look_failed(self, failure: Any) -> None:
         self._sampling = False
+        self._record = False
         if self.look.error is None:
             logger.warning("cannot look at the layer for metrics/dashboard: %s", failure.value)
         self.look = Look(self.look.snapshot, self.look.previous,
@@ -183,7 +221,8 @@ class Operations:
                 requests_rate = (seen - count) / (now - then)
         self._requests_at_last_sample = (now, seen)
         latency = self.metrics.latencies.take()
-        busy = sum(1 for w in current.workers if w.busy)
+        live = current.live_workers()
+        busy = sum(1 for w in live if w.busy)
         return {
             "t": current.taken_at,
             "pending": {c.name: c.pending for c in current.channels},
@@ -192,7 +231,7 @@ class Operations:
             "first_reply_ms": {key: (None if latency[key] is None else latency[key] * 1000)
                                for key in ("p50", "p95", "max")},
             "replies_measured": latency["count"],
-            "workers": {"busy": busy, "idle": len(current.workers) - busy},
+            "workers": {"busy": busy, "idle": len(live) - busy},
             "connections": {"http": len(self.server.http_channels),
                             "websocket": len(self.server.websockets)},
         }
@@ -214,8 +253,10 @@ class Operations:
         return True
 
     def serve_metrics(self, request: Any) -> None:
-        assert self.metrics is not None
-        respond(request, 200, CONTENT_TYPE.encode(), self.metrics.render())
+        metrics = self.metrics
+        assert metrics is not None
+        self.fresh().addCallback(lambda _: respond(request, 200, CONTENT_TYPE.encode(),
+                                                   metrics.render()))
 
     def serve_health(self, request: Any) -> None:
         body = {"status": "ok", "server_id": self.server.server_id,
@@ -264,7 +305,7 @@ class Operations:
         respond(request, 200, b"text/html; charset=utf-8", page.encode())
 
     def serve_feed(self, request: Any) -> None:
-        respond(request, 200, JSON_TYPE, _json(self.feed()))
+        self.fresh().addCallback(lambda _: respond(request, 200, JSON_TYPE, _json(self.feed())))
 
     def feed(self) -> dict[str, Any]:
         """The dashboard's JSON: this server, the history and the latest status."""

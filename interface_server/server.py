@@ -9,13 +9,17 @@ How this works. One ``Server`` per process owns:
   ``LayerIO`` -- an idle server waits inside the layer, it never polls. Each
   reply goes to ``dispatch_reply``, which asks the ``ReplyRouter`` for the
   connection; unknown channels are dropped and counted;
-* a ``WorkerView`` of the live workers, refreshed off the reactor thread at
-  most once per ``worker_refresh_interval``, so a request that no worker
-  would ever answer gets 503 at once instead of hanging (but not while the
-  registry may still be refilling after a layer outage, see ``_workers``);
+* a ``WorkerView`` of the live workers (registered, heartbeat not stale:
+  ``registry.fresh_processes``), re-read off the reactor thread every
+  ``worker_refresh_interval`` (at most a fifth of the heartbeat interval, so a
+  killed worker stops counting within one interval) and on demand at most
+  that often, so a request that no worker would ever answer gets 503 at once
+  instead of hanging (but not while the registry may still be refilling after
+  a layer outage, see ``_workers``);
 * one sweep every ``sweep_interval`` that asks each connection whether a
   timeout is due (the decisions are pure functions in ``_timeouts``);
-* a registry heartbeat (kind ``interfaceserver``) while it runs.
+* a registry heartbeat (kind ``interfaceserver``) while it runs, five times
+  per ``heartbeat_interval`` (see ``asgi_spec.registry``).
 
 Protocols talk to the layer only through ``send_to_layer``; tests build a
 ``Server`` with ``MemoryReactorClock`` and ``ImmediateLayerIO`` and drive it
@@ -109,7 +113,8 @@ class Server:
         self.layer_io: LayerIO = layer_io if layer_io is not None else AsyncioLayerIO(layer)
         self.server_id = server_id or new_server_id()
         self.router: ReplyRouter[Any] = ReplyRouter(self.server_id)
-        self.workers = WorkerView(self.config.worker_refresh_interval)
+        self.workers = WorkerView(min(self.config.worker_refresh_interval,
+                                      registry.cache_limit(self.config.heartbeat_interval)))
         self.has_registry = "registry" in getattr(layer, "extensions", ())
         self.stats: Counter[str] = Counter()
         self.http_channels: set[Any] = set()
@@ -128,12 +133,18 @@ class Server:
         self._refreshing = False
         self._refresh_waiters: list[Deferred[None]] = []
         self._receiving = False
+        #: The last probe of this server's reply queue found the layer unreachable:
+        #: requests are refused (503) until a probe succeeds (see ``probe_replies``).
+        self.replies_unreachable = False
+        self._probing = False
         self._waiting: Deferred[Any] | None = None
         self._reply_loop: Deferred[None] | None = None
         self._sweeper = task.LoopingCall(self.sweep)
         self._sweeper.clock = reactor
         self._heartbeat = task.LoopingCall(self.heartbeat)
         self._heartbeat.clock = reactor
+        self._worker_refresh = task.LoopingCall(self._refresh_tick)
+        self._worker_refresh.clock = reactor
         self._shutdown: Deferred[None] | None = None
         self._access_template = self.config.access_log_format or DEFAULT_FORMAT
         self.started_at: float | None = None  # by the layer's clock, at the first heartbeat
@@ -161,7 +172,9 @@ class Server:
     def start_timers(self) -> None:
         self._sweeper.start(self.config.sweep_interval, now=False)
         if self.has_registry:
-            self._heartbeat.start(self.config.heartbeat_interval, now=True)
+            self._heartbeat.start(registry.beat_period(self.config.heartbeat_interval),
+                                  now=True)
+            self._worker_refresh.start(self.workers.refresh_interval, now=False)
         if self.ops is not None:
             self.ops.start()
 
@@ -200,7 +213,7 @@ class Server:
         except Exception:
             logger.exception("error while closing connections at shutdown")
         self.stop_reply_loop()
-        for loop in (self._sweeper, self._heartbeat):
+        for loop in (self._sweeper, self._heartbeat, self._worker_refresh):
             if loop.running:
                 loop.stop()
         if self.ops is not None:
@@ -335,18 +348,25 @@ class Server:
             return succeed(known)
         return self.refresh_workers().addCallback(lambda _: self.workers.consumes(channel))
 
-    def refresh_workers(self) -> Deferred[None]:
-        """Reload the live-worker view (at most one load in flight; rate-limited)."""
+    def refresh_workers(self, force: bool = False) -> Deferred[None]:
+        """Reload the live-worker view (at most one load in flight; rate-limited
+        unless ``force``). Workers whose heartbeat is stale are left out."""
         waiter: Deferred[None] = Deferred()
         if self._refreshing:
             self._refresh_waiters.append(waiter)
             return waiter
-        if not self.workers.is_stale(self.now()):
+        if not force and not self.workers.is_stale(self.now()):
             return succeed(None)
         self._refreshing = True
         self._refresh_waiters.append(waiter)
-        self.layer_io.call(self.layer.live_processes, WORKER_KIND).addBoth(self._refreshed)
+        self.layer_io.call(registry.fresh_processes, self.layer, WORKER_KIND).addBoth(
+            self._refreshed)
         return waiter
+
+    def _refresh_tick(self) -> None:
+        """The periodic re-read: the view is never older than one refresh interval
+        (plus a read), whether requests arrive or not."""
+        self.refresh_workers(force=True)
 
     def _refreshed(self, result: Any) -> None:
         self._refreshing = False
@@ -383,6 +403,36 @@ class Server:
                     connection.check_timeout(now)
                 except Exception:
                     logger.exception("error in the timeout sweep")
+        self.probe_replies()
+
+    def probe_replies(self) -> None:
+        """Check, off the reactor, that the queue of this server's replies can be reached.
+
+        A blocking receive rides out an outage silently (the Redis layer retries until its
+        timeout), so the reply loop alone cannot tell that replies cannot arrive; on a
+        sharded layer the server's requests would still go out (``http.request`` may live
+        on a healthy server) and their clients would wait for a 504. So, once per sweep, a
+        read-only look at the reply queue (``channel_statistics``): while it fails with
+        ``LayerUnavailable``, new requests and WebSockets get 503 at once.
+        """
+        look = getattr(self.layer, "channel_statistics", None)
+        if self._probing or not self._receiving or look is None:
+            return
+        self._probing = True
+        self.layer_io.call(look, self.router.prefix).addBoth(self._probed)
+
+    def _probed(self, result: Any) -> None:
+        self._probing = False
+        down = isinstance(result, Failure) and result.check(LayerUnavailable) is not None
+        if down:
+            self.workers.doubt(self.now())  # the registry may come back emptied
+            if not self.replies_unreachable:
+                logger.error("the queue of this server's replies (%s) is unreachable; "
+                             "answering 503 until it is back: %s", self.router.prefix,
+                             result.value)
+        elif self.replies_unreachable:
+            logger.warning("the queue of this server's replies is reachable again")
+        self.replies_unreachable = down
 
     def heartbeat(self) -> None:
         """Renew this server's entry in the layer registry."""
@@ -403,7 +453,7 @@ class Server:
             "heartbeat_interval": self.config.heartbeat_interval,
             "stats": dict(self.stats),
         }
-        ttl = self.config.heartbeat_interval * 3
+        ttl = registry.registration_ttl(self.config.heartbeat_interval)
         self.layer_io.call(self.layer.register_process, REGISTRY_KIND, self.server_id, info,
                            ttl).addErrback(self._heartbeat_failed)
 

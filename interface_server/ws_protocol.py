@@ -10,8 +10,8 @@ passes (403), or the layer refuses the message (503).
 
 Once open: every message, empty ones too, becomes ``websocket.receive`` with
 the next ``order``; the close becomes ``websocket.disconnect`` with the code
-and the last ``order``. These go through one ``OrderedSender`` per socket, so
-they reach the layer in order. Replies routed here by the server are turned
+and the last ``order``. The server's layer I/O sends messages in the order it is
+given them, so they reach the layer in order. Replies routed here by the server are turned
 into actions by ``_websocket.interpret_reply``. A message over
 ``max_ws_message_size`` is closed with 1009 by Autobahn (``failByDrop`` off:
 a close frame, not a TCP drop). Pings, the connect timeout and the lifetime
@@ -51,7 +51,6 @@ from interface_server._http import (
 )
 from interface_server._output import OutputWatch
 from interface_server._timeouts import Due, websocket_due
-from interface_server.layer_io import OrderedSender
 
 if TYPE_CHECKING:
     from interface_server.http_request import ChannelRequest
@@ -81,7 +80,6 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
         self.ping_sent_at: float | None = None
         self.arrived_at = time.time()
         self.reported = False
-        self.sender: OrderedSender
         self._peer_closing = False  # inside onCloseFrame
         self.output: OutputWatch
 
@@ -89,7 +87,6 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: object) -> Deferred[Any]:
         server, config = self.server, self.server.config
-        self.sender = OrderedSender(server.send_to_layer)
         self.connect_started_at = self.last_received_at = server.now()
         try:
             scope = connection_scope(self.parts, websocket=True, trusted=(
@@ -116,8 +113,12 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
             self.deny(503, "no worker is consuming the websocket.connect channel; "
                       "start one with `runworker`")
             return
+        if self.server.replies_unreachable:  # its answer could not come back
+            self.server.stats["layer_unavailable"] += 1
+            self.deny(503, "the channel layer is unavailable; retry shortly")
+            return
         self.connect_sent = True
-        self.sender.send(WEBSOCKET_CONNECT, message).addErrback(self._connect_failed)
+        self.server.send_to_layer(WEBSOCKET_CONNECT, message).addErrback(self._connect_failed)
 
     def _connect_failed(self, failure: Failure) -> None:
         self.connect_sent = False
@@ -182,7 +183,7 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
             return
         message = ws.receive_message(self.reply_channel, self.path, payload, isBinary,
                                      self.order.next())
-        self.sender.send(WEBSOCKET_RECEIVE, message).addErrback(self._receive_failed)
+        self.server.send_to_layer(WEBSOCKET_RECEIVE, message).addErrback(self._receive_failed)
 
     def _receive_failed(self, failure: Failure) -> None:
         if failure.check(ChannelFull):
@@ -214,8 +215,8 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
             code = 1005  # a close frame without a code
         message = ws.disconnect_message(self.reply_channel or "", self.path, code,
                                         self.order.next())
-        self.sender.send(WEBSOCKET_DISCONNECT, message).addErrback(self.server.dropped_send,
-                                                                   WEBSOCKET_DISCONNECT)
+        self.server.send_to_layer(WEBSOCKET_DISCONNECT, message).addErrback(
+            self.server.dropped_send, WEBSOCKET_DISCONNECT)
 
     # -- replies (called by the server's reply loop) ---------------------------
 
@@ -299,7 +300,8 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
             client=self.client[0] if self.client else None,
             method="WEBSOCKET", path=self.parts.target.decode("latin-1"), http_version="1.1",
             status=status, size=0, duration=max(self.server.now() - self.connect_started_at, 0),
-            user_agent=user_agent.decode("latin-1"), protocol="websocket"))
+            user_agent=user_agent.decode("latin-1"), protocol="websocket",
+            client_port=self.client[1] if self.client else None))
 
 
 class SwitchboardWebSocketFactory(WebSocketServerFactory):

@@ -58,12 +58,15 @@ def _ping(port: int, password: str | None = None, tls: bool = False) -> bool:
 class RedisServer:
     """One ``redis-server`` process that this test run owns (or a Sentinel, given
     ``sentinel_config``: the path of a writable sentinel.conf; or TLS-only, given
-    ``tls``: certificate, key and CA files)."""
+    ``tls``: certificate, key and CA files). ``extra_args`` go on its command line
+    last, e.g. ``("--replicaof", "127.0.0.1", "6379")`` for a replica."""
 
     def __init__(self, port: int | None = None, password: str | None = None,
                  sentinel_config: Path | None = None,
-                 tls: tuple[Path, Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path, Path] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.extra_args = tuple(extra_args)
         self.password = password
         self.sentinel_config = sentinel_config
         self.tls = tls  # (certificate, key, CA certificate): TLS only, on ``port``
@@ -106,6 +109,7 @@ class RedisServer:
                      "--tls-auth-clients", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        args += list(self.extra_args)
         log = open(self._dir / "redis.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,

@@ -18,9 +18,10 @@ import click
 from asgi_spec import DEFAULT_LAYER_URL, LayerConfigError, load_layer
 from asgi_spec.exceptions import InvalidChannelName
 from asgi_spec.layers.memory import MemoryChannelLayer
+from asgi_spec.registry import HEARTBEAT_INTERVAL
 from worker.exceptions import RouteError
 from worker.routing import Router
-from worker.supervisor import Supervisor
+from worker.supervisor import Supervisor, registry_cleaner
 from worker.worker import Worker
 
 ENV_PREFIX = "SWITCHBOARD_WORKER"
@@ -81,6 +82,8 @@ def child_command(routing: str, layer: str, options: dict[str, Any], name: str |
     command = [sys.executable, "-m", "worker.cli", routing, "--layer", layer,
                "--threads", str(options["threads"]), "--processes", "1",
                "--batch-size", str(options.get("batch_size", 1)),
+               "--heartbeat-interval", repr(float(options.get("heartbeat_interval",
+                                                              HEARTBEAT_INTERVAL))),
                "--verbosity", str(options["verbosity"])]
     for glob in options["only_channels"]:
         command += ["--only-channels", glob]
@@ -123,6 +126,11 @@ def child_command(routing: str, layer: str, options: dict[str, Any], name: str |
               show_envvar=True, help="0 warnings, 1 info, 2 debug.")
 @click.option("--name", show_envvar=True,
               help="The worker's name in the registry (default: host-pid-random).")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=HEARTBEAT_INTERVAL,
+              show_default=True, show_envvar=True, metavar="SECONDS",
+              help="If this worker is killed, `switchboard status`, the interface servers' "
+                   "metrics and their 503 decision show it stale within this many seconds "
+                   "(it beats five times as often).")
 @click.option("--debug/--no-debug", default=False, show_envvar=True,
               help="Close a WebSocket with 1011 when its consumer raises.")
 @click.option("--reload", is_flag=True, default=False, show_envvar=True,
@@ -131,7 +139,7 @@ def child_command(routing: str, layer: str, options: dict[str, Any], name: str |
 def runworker(routing_argument: str | None, routing_option: str | None, layer: str,
               only_channels: tuple[str, ...], exclude_channels: tuple[str, ...], threads: int,
               processes: int, batch_size: int, verbosity: int, name: str | None,
-              debug: bool, reload: bool) -> None:
+              heartbeat_interval: float, debug: bool, reload: bool) -> None:
     """Consume the channels of ROUTING (module:attr) and run their consumers."""
     configure_logging(verbosity)
     if reload:
@@ -142,7 +150,8 @@ def runworker(routing_argument: str | None, routing_option: str | None, layer: s
     try:
         worker = Worker(channel_layer, router, only_channels=only_channels,
                         exclude_channels=exclude_channels, name=name, threads=threads,
-                        debug=debug, batch_size=batch_size)
+                        debug=debug, batch_size=batch_size,
+                        heartbeat_interval=heartbeat_interval)
     except InvalidChannelName as exc:
         channel_layer.close()
         raise click.BadParameter(str(exc), param_hint="--name") from None
@@ -152,11 +161,11 @@ def runworker(routing_argument: str | None, routing_option: str | None, layer: s
     if processes > 1:
         channel_layer.close()
         options = {"threads": threads, "verbosity": verbosity, "debug": debug,
-                   "batch_size": batch_size,
+                   "batch_size": batch_size, "heartbeat_interval": heartbeat_interval,
                    "only_channels": only_channels, "exclude_channels": exclude_channels}
         commands = [child_command(routing, layer, options, f"{name}-{n + 1}" if name else None)
                     for n in range(processes)]
-        sys.exit(Supervisor(commands).run())
+        sys.exit(Supervisor(commands, on_exit=registry_cleaner(lambda: load_layer(layer))).run())
     try:
         code = worker.run()
     finally:

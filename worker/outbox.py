@@ -71,6 +71,10 @@ def send_with_retry(layer: Any, channel: str, content: dict[str, Any], *,
     the message itself is bad. Never raises a layer error.
     """
     delays = retry_delays(total=retry_total)
+    # Also a bound in wall time: a try itself can take long (a layer that cannot
+    # connect retries the connection inside ``send``), and every second spent here
+    # holds a worker thread away from other messages.
+    began = time.monotonic()
     tries = 0
     while True:
         tries += 1
@@ -79,9 +83,11 @@ def send_with_retry(layer: Any, channel: str, content: dict[str, Any], *,
             return True
         except RETRYABLE as exc:
             delay = next(delays, None)
-            if delay is None:
+            spent = time.monotonic() - began
+            if delay is None or spent >= retry_total:
                 logger.error("dropped a message to %r after %d tries over %.1f s: %s: %s",
-                             channel, tries, retry_total, type(exc).__name__, exc)
+                             channel, tries, max(spent, retry_total), type(exc).__name__,
+                             exc)
                 return False
             sleep(delay)
         except (ChannelLayerError, ValueError, TypeError) as exc:

@@ -4,7 +4,11 @@ How this works: each of the N slots holds one child process (a ``runworker``
 command line). ``poll_once()`` looks at every child: a child that exited while
 the supervisor is not stopping is logged and restarted after a per-slot
 exponential backoff (1 s, 2 s, ... up to 30 s), reset once a child has stayed
-up for ``stable_after`` seconds, so a crash loop cannot spin. ``run()`` calls
+up for ``stable_after`` seconds, so a crash loop cannot spin. A child that
+died is also handed to ``on_exit(pid)`` at once: ``runworker`` passes
+``registry_cleaner``, which removes the dead child's registry entry, so
+``switchboard status`` and the interface servers stop counting it within one
+poll instead of waiting for its heartbeat to go stale. ``run()`` calls
 ``poll_once`` twice a second until SIGTERM/SIGINT; then it forwards SIGTERM to
 every child, waits up to ``shutdown_timeout`` for them to finish their current
 messages, kills the rest, and returns 0 only if every child exited 0. A second
@@ -17,8 +21,10 @@ twice (under systemd, use ``KillMode=mixed`` for the same reason).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -26,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgi_spec.registry import KIND_WORKER
 from worker.backoff import Backoff
 
 logger = logging.getLogger("worker.supervisor")
@@ -33,6 +40,34 @@ logger = logging.getLogger("worker.supervisor")
 
 def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, start_new_session=True)
+
+
+def registry_cleaner(open_layer: Callable[[], Any],
+                     host: str | None = None) -> Callable[[int], list[str]]:
+    """An ``on_exit`` for ``Supervisor``: unregister the workers a dead child left behind.
+
+    The child's entries are the ``worker`` registrations whose info names this
+    host and the child's pid (children are named ``host-pid-...`` or
+    ``<name>-<n>``, so the pid is what identifies them). ``open_layer()`` is
+    called for each death and the layer closed afterwards; the names removed
+    are returned. Layer errors propagate (the supervisor logs them).
+    """
+    here = host or socket.gethostname()
+
+    def forget(pid: int) -> list[str]:
+        layer = open_layer()
+        try:
+            gone = [name for name, info in layer.live_processes(KIND_WORKER).items()
+                    if isinstance(info, dict) and info.get("pid") == pid
+                    and info.get("host") == here]
+            for name in gone:
+                layer.unregister_process(KIND_WORKER, name)
+            return gone
+        finally:
+            with contextlib.suppress(Exception):  # closing is best effort
+                layer.close()
+
+    return forget
 
 
 @dataclass
@@ -57,6 +92,7 @@ class Supervisor:
         stable_after: float = 30.0,
         shutdown_timeout: float = 35.0,
         poll_interval: float = 0.5,
+        on_exit: Callable[[int], Any] | None = None,
     ) -> None:
         self.slots = [_Slot(n, list(command)) for n, command in enumerate(commands)]
         self.spawn = spawn or _spawn
@@ -64,6 +100,7 @@ class Supervisor:
         self.stable_after = stable_after
         self.shutdown_timeout = shutdown_timeout
         self.poll_interval = poll_interval
+        self.on_exit = on_exit
         self.restarts = 0
         self._stopping = threading.Event()
         self._signals = 0
@@ -92,9 +129,24 @@ class Supervisor:
                 slot.restart_at = now + delay
                 logger.error("worker process %d (pid %s) exited with code %s; restarting in "
                              "%.0f s", slot.index + 1, slot.process.pid, code, delay)
+                self._forget(slot)
             if slot.restart_at is not None and now >= slot.restart_at:
                 self.restarts += 1
                 self._start(slot)
+
+    def _forget(self, slot: _Slot) -> None:
+        """Tell ``on_exit`` that ``slot``'s child died (never raises)."""
+        if self.on_exit is None:
+            return
+        try:
+            forgotten = self.on_exit(slot.process.pid)
+        except Exception as exc:
+            logger.warning("could not unregister dead worker process %d (pid %s): %s: %s",
+                           slot.index + 1, slot.process.pid, type(exc).__name__, exc)
+        else:
+            if forgotten:
+                logger.info("unregistered %s (worker process %d, pid %s)",
+                            ", ".join(forgotten), slot.index + 1, slot.process.pid)
 
     def _live(self) -> list[_Slot]:
         return [s for s in self.slots if s.process is not None and s.process.poll() is None]

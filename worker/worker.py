@@ -15,8 +15,10 @@ unacknowledged, so the layer delivers it again after its ``ack_timeout``
 (after ``max_retries`` failed deliveries it is acknowledged and given up).
 
 ``run()`` wraps it: N loop threads calling ``run_once(block=True)`` over the
-one layer, the main thread sending a registry heartbeat every few seconds,
-and signal handlers. The first SIGTERM/SIGINT lets each thread finish its
+one layer, the main thread renewing the worker's registry entry
+``BEATS_PER_INTERVAL`` times per heartbeat interval (so a killed worker is
+shown stale within one interval: see ``asgi_spec.registry``), and signal
+handlers. The first SIGTERM/SIGINT lets each thread finish its
 current message (within ``shutdown_timeout``), then the worker deregisters
 and ``run()`` returns 0; a second signal exits the process at once.
 ``async def`` consumers run on the worker's one event loop
@@ -40,7 +42,13 @@ from typing import Any
 
 from asgi_spec import formats, names
 from asgi_spec.acks import wants_receipts
-from asgi_spec.registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, KIND_WORKER, has_registry
+from asgi_spec.registry import (
+    HEARTBEAT_INTERVAL,
+    KIND_WORKER,
+    beat_period,
+    has_registry,
+    registration_ttl,
+)
 from worker.async_runner import EventLoopThread
 from worker.backoff import Backoff
 from worker.exceptions import ConsumeLater, DenyConnection
@@ -112,7 +120,7 @@ class Worker:
         max_retries: int = 10,
         retry_total: float = 2.0,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
-        heartbeat_ttl: float = HEARTBEAT_TTL,
+        heartbeat_ttl: float | None = None,
         shutdown_timeout: float = 30.0,
         batch_size: int = 1,
         clock: Callable[[], float] = time.time,
@@ -134,8 +142,13 @@ class Worker:
         self.debug = debug
         self.max_retries = max_retries
         self.retry_total = retry_total
+        if heartbeat_interval <= 0:
+            raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval}")
+        #: The promise: stale within this long after the last beat (beats come
+        #: ``BEATS_PER_INTERVAL`` times as often); the TTL defaults to three intervals.
         self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_ttl = heartbeat_ttl
+        self.heartbeat_ttl = (registration_ttl(heartbeat_interval) if heartbeat_ttl is None
+                              else heartbeat_ttl)
         self.shutdown_timeout = shutdown_timeout
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -441,9 +454,14 @@ class Worker:
                      for n in range(self.threads)]
             for thread in loops:
                 thread.start()
-            # After a failed heartbeat, try again soon: servers answer 503 while unseen.
-            while not self._stopping.wait(self.heartbeat_interval if beat else 0.5):
+            # Beat on a fixed schedule (a slow registry write does not stretch the period);
+            # after a failed heartbeat, try again soon: servers answer 503 while unseen.
+            period = beat_period(self.heartbeat_interval)
+            due = time.monotonic() + (period if beat else min(period, 0.5))
+            while not self._stopping.wait(max(due - time.monotonic(), 0.0)):
                 beat = self.heartbeat()
+                due = max(due + period, time.monotonic()) if beat else \
+                    time.monotonic() + min(period, 0.5)
             deadline = time.monotonic() + self.shutdown_timeout
             for thread in loops:
                 thread.join(max(0.0, deadline - time.monotonic()))

@@ -58,7 +58,12 @@ from typing import Any
 from asgi_spec import names
 from asgi_spec.acks import make_receipt
 from asgi_spec.base import STATISTICS_KEYS, BaseChannelLayer, Popped
-from asgi_spec.exceptions import ChannelFull, LayerConfigError, LayerUnavailable
+from asgi_spec.exceptions import (
+    ChannelFull,
+    ChannelLayerError,
+    LayerConfigError,
+    LayerUnavailable,
+)
 from asgi_spec.options import check_options, split_options
 
 logger = logging.getLogger(__name__)
@@ -410,6 +415,29 @@ class SQLiteChannelLayer(BaseChannelLayer):
             raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
         self._ringer.ring({queue})
 
+    def _send_many(self, sends: list[tuple[str, str, bytes, float, int]],
+                   ) -> list[ChannelLayerError | None]:
+        """Every send in one transaction: all or none are written, so a retry after a
+        lock (``_run``) never sends a message twice; one wake-up per queue."""
+        outcomes: list[ChannelLayerError | None] = []
+        if not sends:
+            return outcomes
+        with self._transaction() as db:
+            self._expire(db, sends[0][3] - self.expiry)
+            for channel, queue, body, expires_at, capacity in sends:
+                now = expires_at - self.expiry
+                if self._push(db, channel, queue, body, now, capacity):
+                    outcomes.append(None)
+                else:
+                    self._count(db, queue, "channel_full_count")
+                    outcomes.append(ChannelFull(
+                        f"channel {channel!r} is full ({capacity} messages)"))
+        sent = {send[1] for send, outcome in zip(sends, outcomes, strict=True)
+                if outcome is None}
+        if sent:
+            self._ringer.ring(sent)
+        return outcomes
+
     def _doorbell(self) -> _Doorbell:
         bell = getattr(self._local, "bell", None)
         if bell is None:
@@ -496,6 +524,10 @@ class SQLiteChannelLayer(BaseChannelLayer):
     async def _send_async(self, channel: str, queue: str, body: bytes, expires_at: float,
                           capacity: int) -> None:
         await self._run(self._send, channel, queue, body, expires_at, capacity)
+
+    async def _send_many_async(self, sends: list[tuple[str, str, bytes, float, int]],
+                               ) -> list[ChannelLayerError | None]:
+        return await self._run(self._send_many, sends)
 
     async def _receive_async(self, queues: list[str],
                              timeout: float) -> tuple[str, bytes] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from asgi_spec import registry
 from asgi_spec.ops.snapshot import HTTP_REQUEST, ChannelStatus, Snapshot
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -41,13 +42,14 @@ class Thresholds:
     age_warning: float = 0.5
     #: Used when the layer's expiry is unknown (seconds).
     default_expiry: float = 60.0
-    #: A heartbeat older than this many heartbeat intervals is stale (warning): a killed
-    #: process shows up within two intervals, long before its registration expires ...
-    stale_heartbeats: float = 1.5
+    #: A heartbeat older than this many heartbeat intervals is stale (warning), and the
+    #: process no longer counts as live: processes beat five times per interval, so a
+    #: killed one shows up within one interval, long before its registration expires ...
+    stale_heartbeats: float = registry.STALE_AFTER
     #: ... and older than this many, an error (the process is hung or gone).
-    dead_heartbeats: float = 3.0
+    dead_heartbeats: float = 2.0
     #: Heartbeat interval assumed when a process does not publish its own (seconds).
-    default_heartbeat_interval: float = 5.0
+    default_heartbeat_interval: float = registry.HEARTBEAT_INTERVAL
     #: One message handled for longer than this (seconds) looks stuck: warning.
     long_message: float = 30.0
 
@@ -96,6 +98,13 @@ def diagnose(snapshot: Snapshot, now: float, *, previous: Snapshot | None = None
     found: list[Problem] = []
     add = found.append
     t = thresholds
+
+    def live(worker: Any) -> bool:
+        age = worker.heartbeat_age(now)
+        interval = worker.heartbeat_interval or t.default_heartbeat_interval
+        return age is None or age <= t.stale_heartbeats * interval
+
+    live_workers = [worker for worker in snapshot.workers if live(worker)]
     if not snapshot.has_registry:
         add(Problem(WARNING, "no-registry", "",
                     "the layer has no registry extension: no one can tell which workers run"))
@@ -103,8 +112,12 @@ def diagnose(snapshot: Snapshot, now: float, *, previous: Snapshot | None = None
         add(Problem(ERROR, "no-workers", "",
                     "no live worker is registered: nothing consumes any channel "
                     "(start one with `runworker`)"))
-    if snapshot.has_registry and snapshot.servers and snapshot.workers \
-            and not snapshot.consumers_of(HTTP_REQUEST):
+    elif not live_workers:
+        add(Problem(ERROR, "no-workers", "",
+                    "no live worker: every registered worker's heartbeat is stale, so nothing "
+                    "consumes any channel (start one with `runworker`)"))
+    if snapshot.has_registry and snapshot.servers and live_workers \
+            and not any(worker.consumes(HTTP_REQUEST) for worker in live_workers):
         add(Problem(ERROR, "no-consumer", HTTP_REQUEST,
                     f"no live worker consumes {HTTP_REQUEST}: interface servers answer "
                     "every HTTP request with 503"))
@@ -146,12 +159,12 @@ def _heartbeat_problem(kind: str, name: str, age: float | None, interval: float,
         return
     if age > t.dead_heartbeats * interval:
         add(Problem(ERROR, "stale-heartbeat", name,
-                    f"{kind} {name} heartbeat {_seconds(age)} stale (it beats every "
+                    f"{kind} {name} heartbeat {_seconds(age)} stale (heartbeat interval "
                     f"{_seconds(interval)}): hung or gone"))
     elif age > t.stale_heartbeats * interval:
         add(Problem(WARNING, "stale-heartbeat", name,
-                    f"{kind} {name} heartbeat {_seconds(age)} stale (it beats every "
-                    f"{_seconds(interval)})"))
+                    f"{kind} {name} heartbeat {_seconds(age)} stale (heartbeat interval "
+                    f"{_seconds(interval)}): killed or hung, no longer counted as live"))
 
 
 def _channel_problems(channel: ChannelStatus, snapshot: Snapshot, previous: Snapshot | None,

@@ -121,14 +121,17 @@ def render_text(snapshot: Snapshot, problems: list[Problem], now: float, *,
                 out.append(f"    {member}")
     out.append("")
     workers = snapshot.workers
-    busy = sum(1 for w in workers if w.busy)
-    idle = sum(1 for w in workers if w.busy == 0)
-    out.append(f"WORKERS ({len(workers)} live: {busy} busy, {idle} idle)")
+    states = [w.state_at(now) for w in workers]
+    stale = states.count("stale")
+    busy = sum(1 for w, state in zip(workers, states, strict=True) if w.busy and state != "stale")
+    idle = states.count("idle")
+    out.append(f"WORKERS ({len(workers) - stale} live: {busy} busy, {idle} idle"
+               + (f"; {stale} stale)" if stale else ")"))
     if workers:
         out += table(
             ["NAME", "HOST", "PID", "THREADS", "STATE", "CURRENT", "PROCESSED", "FAILED",
              "HEARTBEAT", "UPTIME", "CHANNELS"],
-            [[w.name, w.host, w.pid, w.threads, w.state,
+            [[w.name, w.host, w.pid, w.threads, w.state_at(now),
               f"{w.current} ({ago(w.current_age(now))})" if w.current else "-",
               w.processed, w.failed, f"{ago(w.heartbeat_age(now))} ago"
               if w.heartbeat_at is not None else "-", ago(w.uptime(now)),
@@ -136,7 +139,9 @@ def render_text(snapshot: Snapshot, problems: list[Problem], now: float, *,
              for w in workers], right={2, 3, 6, 7})
     out.append("")
     servers = snapshot.servers
-    out.append(f"INTERFACE SERVERS ({len(servers)} live)")
+    gone = sum(1 for s in servers if s.stale(now))
+    out.append(f"INTERFACE SERVERS ({len(servers) - gone} live"
+               + (f"; {gone} stale)" if gone else ")"))
     if servers:
         out += table(
             ["NAME", "HOST", "PID", "HTTP", "WEBSOCKETS", "IN FLIGHT", "HEARTBEAT",

@@ -3,9 +3,13 @@
 How this works: everything comes from the layer, through the public API only,
 so it works on every backend and on any machine that can reach the layer:
 
-* the process registry (``live_processes``) gives the live workers and
+* the process registry (``live_processes``) gives the registered workers and
   interface servers, with the info each publishes in its heartbeat (see
-  ``asgi_spec.registry`` for the keys; a missing key reads as unknown);
+  ``asgi_spec.registry`` for the keys; a missing key reads as unknown). One
+  whose heartbeat is stale (``registry.is_stale``: older than 0.6 of its
+  heartbeat interval) is still listed, as ``stale``, but consumes nothing: a
+  killed worker shows up within one heartbeat interval, long before its
+  registration expires;
 * ``channel_statistics`` is asked for every channel worth showing: the ones
   asked for, the concrete names the workers consume (globs cannot be asked
   about), each server's reply prefix ``<server-id>!``, and -- when an
@@ -58,6 +62,12 @@ def _text(info: Mapping[str, Any], key: str) -> str | None:
 
 def _age(now: float, then: float | None) -> float | None:
     return None if then is None else max(now - then, 0.0)
+
+
+def _stale(now: float, heartbeat_at: float | None, interval: float | None) -> bool:
+    """The heartbeat sent at ``heartbeat_at`` is stale at ``now`` (False when unknown)."""
+    age = _age(now, heartbeat_at)
+    return age is not None and age > registry.stale_after(interval)
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,14 @@ class WorkerStatus:
             return "idle"
         return "busy" if self.threads in (None, 1) else f"busy {self.busy}/{self.threads}"
 
+    def stale(self, now: float) -> bool:
+        """Its heartbeat is stale at ``now``: killed or hung, no longer counted as live."""
+        return _stale(now, self.heartbeat_at, self.heartbeat_interval)
+
+    def state_at(self, now: float) -> str:
+        """``stale`` when its heartbeat is, otherwise ``state``."""
+        return "stale" if self.stale(now) else self.state
+
     def current_age(self, now: float) -> float | None:
         return _age(now, self.current_since) if self.current else None
 
@@ -184,7 +202,8 @@ class WorkerStatus:
         return {
             "name": self.name, "host": self.host, "pid": self.pid,
             "channels": None if self.channels is None else list(self.channels),
-            "threads": self.threads, "busy": self.busy, "state": self.state,
+            "threads": self.threads, "busy": self.busy, "state": self.state_at(now),
+            "stale": self.stale(now),
             "current": self.current, "current_age": self.current_age(now),
             "processed": self.processed, "failed": self.failed,
             "heartbeat_age": self.heartbeat_age(now),
@@ -237,12 +256,16 @@ class ServerStatus:
     def heartbeat_age(self, now: float) -> float | None:
         return _age(now, self.heartbeat_at)
 
+    def stale(self, now: float) -> bool:
+        """Its heartbeat is stale at ``now``: killed or hung."""
+        return _stale(now, self.heartbeat_at, self.heartbeat_interval)
+
     def uptime(self, now: float) -> float | None:
         return _age(now, self.started_at)
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {
-            "name": self.name, "host": self.host, "pid": self.pid,
+            "name": self.name, "host": self.host, "pid": self.pid, "stale": self.stale(now),
             "reply_prefix": self.reply_prefix, "listening": list(self.listening),
             "http_connections": self.http_connections, "websockets": self.websockets,
             "requests_in_flight": self.requests_in_flight, "connections": self.connections,
@@ -273,9 +296,15 @@ class Snapshot:
                 return status
         return None
 
-    def consumers_of(self, channel: str) -> list[WorkerStatus]:
-        """The live workers that consume ``channel``."""
-        return [worker for worker in self.workers if worker.consumes(channel)]
+    def live_workers(self, now: float | None = None) -> list[WorkerStatus]:
+        """The workers whose heartbeat is not stale at ``now`` (default ``taken_at``)."""
+        now = self.taken_at if now is None else now
+        return [worker for worker in self.workers if not worker.stale(now)]
+
+    def consumers_of(self, channel: str, now: float | None = None) -> list[WorkerStatus]:
+        """The live workers (not stale at ``now``, default ``taken_at``) that consume
+        ``channel``."""
+        return [worker for worker in self.live_workers(now) if worker.consumes(channel)]
 
     def consumer_seconds(self, channel: str) -> tuple[int, float]:
         """``(handled, seconds)`` summed over the live workers' ``by_channel``."""
@@ -353,7 +382,7 @@ def snapshot(layer: Any, *, channels: Iterable[str] | None = None,
     def consumers(name: str) -> list[str]:
         if name.endswith("!"):
             return [s.name for s in servers if s.reply_prefix == name]
-        return [w.name for w in workers if w.consumes(name)]
+        return [w.name for w in workers if w.consumes(name) and not w.stale(taken_at)]
 
     wanted: dict[str, bool] = {}  # name -> always show (False: only if it matters)
     for name in asked:

@@ -179,8 +179,26 @@ def test_blocked_receiver_wakes_fast(make):
     assert latencies[len(latencies) // 2] < 0.002
 
 
-def test_blocking_receive_uses_one_blpop_per_wake(make, monkeypatch):
-    """An idle blocking receive sends one pop script and one BLPOP, never a polling loop."""
+def test_blocking_receive_is_one_blmpop_per_wake(make, monkeypatch):
+    """On one server, an idle blocking receive from process-specific queues -- single or
+    batch -- sends exactly one BLMPOP, never a polling loop; a batch of waiting messages
+    comes back in that one round trip, in order."""
+    layer = make()
+    layer.receive(["warm!"], block=True, timeout=0.01)  # opens the connection
+    counter = _CommandCounter(monkeypatch)
+    assert layer.receive(["idle1!", "idle2!"], block=True, timeout=0.3) == (None, None)
+    assert [command.count(b"BLMPOP") for command in counter.commands] == [1]
+    layer.send_many([("srv!a", {"n": n}) for n in range(5)])
+    counter.commands.clear()
+    got = layer.receive_batch(["srv!"], 10, block=True, timeout=1)
+    assert [message["n"] for _, message in got] == [0, 1, 2, 3, 4]
+    assert [command.count(b"BLMPOP") for command in counter.commands] == [1]
+
+
+def test_blocking_receive_without_blmpop_is_one_pop_script_and_one_blpop(make, monkeypatch):
+    """Where BLMPOP does not apply (here: shared queues, whose pops go through the
+    receive script; also several servers, at-least-once queues or Redis 6), an idle
+    blocking receive sends one pop script and one BLPOP, never a polling loop."""
     layer = make()
     layer.receive(["sb.warm"], block=True, timeout=0.01)  # opens both connections
     counter = _CommandCounter(monkeypatch)
@@ -188,6 +206,22 @@ def test_blocking_receive_uses_one_blpop_per_wake(make, monkeypatch):
     kinds = [b"BLPOP" in command for command in counter.commands]
     assert kinds.count(True) == 1
     assert len(kinds) == 2
+
+
+def test_a_server_without_blmpop_is_detected_once(make, monkeypatch):
+    """A server that answers BLMPOP with "unknown command" (Redis < 7.0) switches the
+    layer to BLPOP for good; the receive that found out still gets its message."""
+    layer = make()
+    layer.send("old!a", {"x": 1})
+    original = layer._mpop_command
+
+    def unknown(keys: list[str], count: int, wait: float) -> list[bytes]:
+        command = original(keys, count, wait)
+        return [b"".join(command).replace(b"LMPOP", b"XMPOP", 1)]
+
+    monkeypatch.setattr(layer, "_mpop_command", unknown)
+    assert layer.receive(["old!"], block=True, timeout=1) == ("old!a", {"x": 1})
+    assert layer._mpop is False
 
 
 # -- reconnects and failures ------------------------------------------------
@@ -549,14 +583,17 @@ def test_at_most_once_with_concurrent_blocking_receivers(make):
     assert sorted(got) == list(range(300))
 
 
-def test_expired_message_popped_by_blpop_is_discarded(make):
-    """A message that expires while a receiver is blocked is not delivered: it is
-    counted as expired and the wait goes on."""
+@pytest.mark.parametrize("blmpop", [True, False], ids=["blmpop", "blpop"])
+def test_expired_message_popped_by_blpop_is_discarded(make, blmpop):
+    """A message that expires while a receiver is blocked (in BLMPOP on a
+    process-specific queue, or BLPOP) is not delivered: it is counted as expired and
+    the wait goes on."""
     clock = FakeClock()
     layer = make(clock=clock, expiry=10)
+    queue, channel = ("stale!", "stale!a") if blmpop else ("sb.stale", "sb.stale")
     result: list[Any] = []
     reader = threading.Thread(target=lambda: result.append(
-        layer.receive(["sb.stale"], block=True, timeout=0.6)))
+        layer.receive([queue], block=True, timeout=0.6)))
     original_accept = layer._check_popped
 
     def late_accept(popped: Any) -> Any:
@@ -566,10 +603,10 @@ def test_expired_message_popped_by_blpop_is_discarded(make):
     layer._check_popped = late_accept  # type: ignore[method-assign]
     reader.start()
     time.sleep(0.1)
-    layer.send("sb.stale", {"x": 1})
+    layer.send(channel, {"x": 1})
     reader.join(3)
     assert result == [(None, None)]
-    assert layer.channel_statistics("sb.stale")["messages_expired_count"] == 1
+    assert layer.channel_statistics(queue)["messages_expired_count"] == 1
 
 
 def test_flush_leaves_other_prefixes_alone(make):

@@ -215,3 +215,30 @@ def test_check_reports_an_unusable_file(tmp_path):
         (tmp_path / leftover).unlink(missing_ok=True)
     with pytest.raises(LayerUnavailable):
         SQLiteChannelLayer(tmp_path / "layer.db").check()
+
+
+def test_send_many_async_retried_after_a_lock_sends_each_message_once(tmp_path):
+    """A batch that meets a locked file part-way (the event loop's connection never
+    waits for a lock) is one transaction: it is rolled back and sent again on the
+    helper thread, so every message arrives exactly once, in order."""
+    import asyncio
+
+    from asgi_spec.layers import sqlite as sqlite_module
+
+    layer = SQLiteChannelLayer(str(tmp_path / "layer.db"))
+    real_push = layer._push
+    pushes = {"n": 0}
+
+    def push_meeting_a_lock(*args, **kwargs):
+        pushes["n"] += 1
+        if pushes["n"] == 3 and getattr(layer._local, "nowait", False):
+            raise sqlite_module._Busy()  # what a locked file does to the loop's connection
+        return real_push(*args, **kwargs)
+
+    layer._push = push_meeting_a_lock
+    outcomes = asyncio.run(layer.send_many_async([("sb.dup", {"n": n}) for n in range(4)]))
+    assert outcomes == [None] * 4
+    assert pushes["n"] > 4  # the lock was met and the batch sent again
+    got = [message["n"] for _, message in layer.receive_batch(["sb.dup"], 10)]
+    assert got == [0, 1, 2, 3]
+    layer.close()

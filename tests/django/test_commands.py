@@ -220,53 +220,114 @@ def test_interfaceserver_and_manage_py_runworker_serve_django_over_sqlite(tmp_pa
 def test_runserver_runs_everything_in_one_process(tmp_path):
     """manage.py runserver serves Django views, static files (--insecure) and WebSocket
     consumers (one with a database-backed channel session) from one process over the
-    in-memory layer, logging 1.x-style lines, and stops cleanly on Ctrl-C."""
+    in-memory layer, logging 1.x-style lines with the client's address and port
+    (`HTTP GET /plain/ 200 [0.01, 127.0.0.1:54321]`, `WebSocket CONNECT/DISCONNECT /ws/echo/
+    [127.0.0.1:54322]`), and stops cleanly on Ctrl-C."""
+    import http.client
+    import re
+
     from websockets.sync.client import connect
 
     port = free_port()
     env = clean_env(SWITCHBOARD_TEST_DB=str(tmp_path / "db.sqlite3"))
     subprocess.run([sys.executable, "-m", "django", "migrate", "-v", "0"], cwd=REPO, env=env,
                    check=True, timeout=60)
-    process = manage("runserver", "--noreload", "--insecure", f"127.0.0.1:{port}",
-                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    output = tmp_path / "runserver.out"
+    with output.open("wb") as out_file:
+        process = manage("runserver", "--noreload", "--insecure", f"127.0.0.1:{port}",
+                         env=env, stdout=out_file, stderr=subprocess.PIPE)
+
+    def wait_for_line(line: str) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while line not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, f"no {line!r} in:\n{output.read_text()}"
+            time.sleep(0.05)
+
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(base + "/plain/", process)
-        with urllib.request.urlopen(base + "/plain/", timeout=DEADLINE) as response:
-            assert response.read() == b"hello world"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        connection.request("GET", "/plain/")
+        http_port = connection.sock.getsockname()[1]
+        assert connection.getresponse().read() == b"hello world"
+        connection.close()
         with urllib.request.urlopen(base + "/static/site.css", timeout=DEADLINE) as response:
             assert response.read() == (REPO / "tests/django/project/static/site.css").read_bytes()
         with connect(f"ws://127.0.0.1:{port}/ws/echo/", open_timeout=DEADLINE) as websocket:
+            echo_port = websocket.socket.getsockname()[1]
             websocket.send("ping")
             assert websocket.recv(timeout=DEADLINE) == "ping"
         with connect(f"ws://127.0.0.1:{port}/ws/counter/", open_timeout=DEADLINE) as websocket:
+            counter_port = websocket.socket.getsockname()[1]
             for expected in ("1", "2"):  # one at a time: frames are not ordered across threads
                 websocket.send("x")
                 assert websocket.recv(timeout=DEADLINE) == expected
-        time.sleep(0.5)  # let the disconnect be consumed and logged
+        wait_for_line(f"WebSocket DISCONNECT /ws/counter/ [127.0.0.1:{counter_port}]")
     finally:
-        code, out, err = stop(process)
+        code, _, err = stop(process)
+    out = output.read_text()
     assert code == 0, err
     assert "Starting Switchboard development server" in out
-    assert "HTTP GET /plain/ 200 [" in out, out
-    assert "HTTP GET /static/site.css 200 [" in out, out
-    assert "WebSocket CONNECT /ws/echo/ [127.0.0.1]" in out
-    assert "WebSocket DISCONNECT /ws/counter/ [127.0.0.1:" in out
+    assert re.search(rf"^HTTP GET /plain/ 200 \[\d+\.\d\d, 127\.0\.0\.1:{http_port}\]$", out,
+                     re.MULTILINE), out
+    assert re.search(r"^HTTP GET /static/site.css 200 \[\d+\.\d\d, 127\.0\.0\.1:\d+\]$",
+                     out, re.MULTILINE), out
+    assert f"WebSocket CONNECT /ws/echo/ [127.0.0.1:{echo_port}]" in out
+    assert f"WebSocket DISCONNECT /ws/echo/ [127.0.0.1:{echo_port}]" in out
+    assert f"WebSocket CONNECT /ws/counter/ [127.0.0.1:{counter_port}]" in out
 
 
 def test_access_lines_look_like_channels_1():
-    """The runserver log line formats: HTTP with duration and client, WebSocket
-    CONNECT/REJECT."""
+    """The runserver log line formats: HTTP with duration and client address:port, WebSocket
+    CONNECT/REJECT; an IPv6 address is bracketed, a record without a port shows the host."""
     from interface_server._accesslog import AccessRecord
 
-    http = AccessRecord(0.0, "127.0.0.1", "GET", "/", "1.1", 200, 5, 0.0234)
-    assert access_line(http) == "HTTP GET / 200 [0.02, 127.0.0.1]"
+    http = AccessRecord(0.0, "127.0.0.1", "GET", "/", "1.1", 200, 5, 0.0234, client_port=54321)
+    assert access_line(http) == "HTTP GET / 200 [0.02, 127.0.0.1:54321]"
     ws = AccessRecord(0.0, "127.0.0.1", "WEBSOCKET", "/ws/", "1.1", 101, 0, 0.1,
-                      protocol="websocket")
-    assert access_line(ws) == "WebSocket CONNECT /ws/ [127.0.0.1]"
+                      protocol="websocket", client_port=50000)
+    assert access_line(ws) == "WebSocket CONNECT /ws/ [127.0.0.1:50000]"
     denied = AccessRecord(0.0, "::1", "WEBSOCKET", "/ws/", "1.1", 403, 0, 0.1,
-                          protocol="websocket")
-    assert access_line(denied) == "WebSocket REJECT 403 /ws/ [::1]"
+                          protocol="websocket", client_port=50001)
+    assert access_line(denied) == "WebSocket REJECT 403 /ws/ [[::1]:50001]"
+    unix = AccessRecord(0.0, None, "GET", "/", "1.1", 404, 0, 0.5)
+    assert access_line(unix) == "HTTP GET / 404 [0.50, -]"
+
+
+def test_log_lines_are_coloured_by_status():
+    """With colours on, runserver's lines are styled by status as Django's server does:
+    2xx plain, 3xx/404/4xx/5xx each in its own style; without colours, plain text."""
+    from io import StringIO
+
+    from worker.django.management.commands.runserver import Command
+
+    def logged(status, **options):
+        command = Command(stdout=StringIO(), **options)
+        command.log_line(f"HTTP GET / {status} [0.01, 127.0.0.1:5000]", status)
+        return command.stdout._out.getvalue()
+
+    coloured = {status: logged(status, force_color=True) for status in (200, 302, 404, 400,
+                                                                         500)}
+    assert "\x1b[" in coloured[404] and "\x1b[" in coloured[500]
+    assert len({coloured[s].split("HTTP")[0] for s in (302, 404, 400, 500)}) == 4
+    assert logged(500, no_color=True) == "HTTP GET / 500 [0.01, 127.0.0.1:5000]\n"
+
+
+def test_static_files_are_served_with_debug_or_insecure():
+    """runserver serves static files when DEBUG is on or with --insecure, and never with
+    --nostatic."""
+    from django.test import override_settings
+
+    from worker.django.management.commands.runserver import Command
+
+    command = Command()
+    with override_settings(DEBUG=True):
+        assert command.serves_static({"use_static_handler": True})
+        assert not command.serves_static({"use_static_handler": False})
+    with override_settings(DEBUG=False):
+        assert not command.serves_static({"use_static_handler": True})
+        assert command.serves_static({"use_static_handler": True, "insecure_serving": True})
 
 
 @pytest.mark.slow

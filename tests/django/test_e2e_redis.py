@@ -1,8 +1,10 @@
-"""The sample project end to end over Redis: interfaceserver + two runworker processes.
+"""The sample project end to end over Redis and over SQLite: interfaceserver + two
+runworker processes.
 
 ``ChannelLiveServerTestCase`` runs the processes on the session's private redis-server
-(the ``redis_url`` fixture) and the file test database; the requests are real HTTP and
-WebSocket traffic on 127.0.0.1.
+(the ``redis_url`` fixture; ``RedisEndToEndTests``) or on a temporary SQLite layer file
+(``SQLiteEndToEndTests``), and the file test database; the requests are real HTTP and
+WebSocket traffic on 127.0.0.1. Both classes run the same checks (``EndToEndChecks``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django.test import Client as DjangoClient
 from websockets.sync.client import connect
 
 from asgi_spec.layers.redis import RedisChannelLayer
+from asgi_spec.layers.sqlite import SQLiteChannelLayer
 from tests.django.project.views import BIG_FILE
 from worker.django import get_channel_layer
 from worker.django.testing import ChannelLiveServerTestCase
@@ -30,9 +33,10 @@ TIMEOUT = 10
 
 
 @pytest.fixture(scope="class", autouse=True)
-def redis_layer(request, redis_url):
-    """The live processes of the class use the session's redis-server as their layer."""
-    request.cls.channel_layer_url = redis_url
+def redis_layer(request):
+    """The live processes of a Redis class use the session's redis-server as their layer."""
+    if getattr(request.cls, "layer_class", None) is RedisChannelLayer:
+        request.cls.channel_layer_url = request.getfixturevalue("redis_url")
 
 
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
@@ -74,20 +78,21 @@ class Browser:
         return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
 
 
-class RedisEndToEndTests(ChannelLiveServerTestCase):
-    """The sample project over Redis with two worker processes."""
+class EndToEndChecks:
+    """The sample project with two worker processes (the layer is the subclass's)."""
 
     worker_processes = 2
+    layer_class: type
 
     def browser(self) -> Browser:
         return Browser(self.live_server_url)
 
     def test_views(self):
-        """The test process's layer is the processes' Redis layer. Plain GET, a multipart
-        POST with a 300 KB upload (streamed in body chunks), a redirect, cookies and extra
+        """The test process's layer is the processes' layer. Plain GET, a multipart POST
+        with a 300 KB upload (streamed in body chunks), a redirect, cookies and extra
         headers, a streaming response and a 768 KB file all arrive intact through the
-        interface server, Redis and a worker."""
-        assert isinstance(get_channel_layer().layer, RedisChannelLayer)
+        interface server, the layer and a worker."""
+        assert isinstance(get_channel_layer().layer, self.layer_class)
         browser = self.browser()
         response, body = browser.request("GET", "/plain/")
         assert (response.status, body) == (200, b"hello world")
@@ -169,3 +174,27 @@ class RedisEndToEndTests(ChannelLiveServerTestCase):
             assert {f["user"] for f in frames if f["text"].startswith("two")} == {None}
         pids = {f["pid"] for f in seen["one"] + seen["two"]}
         assert pids == set(self.live_worker_pids), self.live_server_output()
+
+    def test_ordered_frames_across_two_workers(self):
+        """enforce_ordering through the real server: 30 frames sent back to back on one
+        socket, consumed by two worker processes, are answered in order, each after the
+        ones before it ran (the channel-session count equals the frame's order)."""
+        count = 30
+        with connect(self.live_server_ws_url + "/ws/ordered/",
+                     open_timeout=TIMEOUT) as websocket:
+            for n in range(1, count + 1):
+                websocket.send(str(n))
+            answers = [websocket.recv(timeout=TIMEOUT) for _ in range(count)]
+        assert answers == [f"{n}:{n}" for n in range(1, count + 1)], self.live_server_output()
+
+
+class RedisEndToEndTests(EndToEndChecks, ChannelLiveServerTestCase):
+    """Over the session's redis-server."""
+
+    layer_class = RedisChannelLayer
+
+
+class SQLiteEndToEndTests(EndToEndChecks, ChannelLiveServerTestCase):
+    """Over a temporary SQLite layer file."""
+
+    layer_class = SQLiteChannelLayer

@@ -204,3 +204,51 @@ def test_a_consumer_that_raises_does_not_save_its_session(db):
             client.connect("/x/")
     assert not Session.objects.filter(
         session_key=channel_session_key(client.reply_channel)).exists()
+
+
+class _FlagConsumer(WebsocketConsumer):
+    """Answers with the user it sees and whether it has an HTTP session."""
+
+    def connect(self, message, **kwargs):
+        self.accept()
+        self.report(message)
+
+    def receive(self, text=None, bytes=None, **kwargs):
+        self.report(self.message)
+
+    def report(self, message):
+        http = getattr(message, "http_session", None)
+        self.send(text=f"{message.user.get_username() or 'anonymous'} "
+                       f"http={'yes' if http is not None else 'no'}")
+
+
+def test_class_consumer_http_user_and_session_flag(alice):
+    """http_user_and_session = True: on connect message.user and message.http_session come
+    from the browser's session; later frames (no cookies) have the user from the channel
+    session."""
+
+    class Both(_FlagConsumer):
+        http_user_and_session = True
+
+    with apply_routes([Both.as_route(path=r"^/both/$")]):
+        client = WSClient()
+        client.force_login(alice)
+        client.connect("/both/")
+        assert client.receive() == {"text": "alice http=yes"}
+        client.cookies.clear()
+        client.send(text="x")
+        assert client.receive() == {"text": "alice http=no"}
+
+
+def test_class_consumer_channel_session_user_flag(alice):
+    """channel_session_user = True: message.user from the channel session only -- the
+    browser's login is not looked at, so a logged-in browser is anonymous here."""
+
+    class ChannelOnly(_FlagConsumer):
+        channel_session_user = True
+
+    with apply_routes([ChannelOnly.as_route(path=r"^/chan/$")]):
+        client = WSClient()
+        client.force_login(alice)
+        client.connect("/chan/")
+        assert client.receive() == {"text": "anonymous http=no"}

@@ -226,3 +226,29 @@ def test_consumers_are_wrapped_with_the_database_signals():
     assert seen == ["started", "ran", "finished"]
     receivers = [r[1]() for r in signals.consumer_finished.receivers]
     assert close_old_connections in receivers
+
+
+def test_a_worker_closes_old_database_connections_after_each_message():
+    """Database hygiene as between requests: with CONN_MAX_AGE = 0 (the default), the
+    connection a consumer used is closed once the worker has run it, so the next message
+    starts on a fresh one."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from worker.django.testing import apply_routes
+    from worker.routing import route
+    from worker.worker import Worker
+
+    seen = []
+
+    def consumer(message):
+        User.objects.exists()
+        seen.append(connection.connection is not None)
+
+    with apply_routes([route("hygiene.test", consumer)]):
+        wrapper = get_channel_layer()
+        worker = Worker(wrapper.layer, wrapper.router, name="hygiene")
+        wrapper.send("hygiene.test", {})
+        assert worker.run_once(block=False)
+    assert seen == [True]
+    assert connection.connection is None

@@ -179,11 +179,12 @@ class InterfaceServer(Process):
 
 
 class Worker(Process):
-    """The ``runworker`` console script running ``ROUTING``, registered as ``name``."""
+    """The ``runworker`` console script running ``routing`` (default ``ROUTING``),
+    registered as ``name``."""
 
     def __init__(self, name: str, layer_url: str, log_dir: Path,
-                 options: tuple[str, ...] = ()) -> None:
-        super().__init__(name, [str(RUNWORKER), ROUTING, "--layer", layer_url, "--name", name,
+                 options: tuple[str, ...] = (), routing: str = ROUTING) -> None:
+        super().__init__(name, [str(RUNWORKER), routing, "--layer", layer_url, "--name", name,
                                 *options], log_dir)
 
     def registered(self, layer: Any) -> bool:
@@ -225,8 +226,9 @@ class Stack:
         self.processes.append(process.start())
         return process.wait_ready() if wait else process
 
-    def worker(self, *options: str, name: str = "worker", wait: bool = True) -> Worker:
-        process = Worker(self._unique(name), self.layer_url, self.log_dir, options)
+    def worker(self, *options: str, name: str = "worker", wait: bool = True,
+               routing: str = ROUTING) -> Worker:
+        process = Worker(self._unique(name), self.layer_url, self.log_dir, options, routing)
         self.processes.append(process.start())
         return process.wait_ready(self.layer) if wait else process
 

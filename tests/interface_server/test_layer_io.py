@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from asgi_spec.exceptions import ChannelFull
 from asgi_spec.layers.memory import MemoryChannelLayer
-from interface_server.layer_io import AsyncioLayerIO, ImmediateLayerIO, OrderedSender
+from interface_server.layer_io import AsyncioLayerIO, ImmediateLayerIO
 
 
 def result_of(d: Deferred[Any]) -> Any:
@@ -20,57 +20,6 @@ def result_of(d: Deferred[Any]) -> Any:
     d.addBoth(box.append)
     assert box, "the Deferred has not fired"
     return box[0]
-
-
-# -- OrderedSender -------------------------------------------------------------------
-
-
-class ManualSend:
-    """A send whose completions the test decides."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any], Deferred[None]]] = []
-
-    def __call__(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.calls.append((channel, message, d))
-        return d
-
-
-def test_ordered_sender_sends_one_at_a_time_in_order() -> None:
-    """The next message goes to the layer only after the previous send completed."""
-    send = ManualSend()
-    sender = OrderedSender(send)
-    done = [sender.send("c", {"n": n}) for n in range(3)]
-    assert [m["n"] for _, m, _ in send.calls] == [0]
-    assert sender.pending == 3
-    send.calls[0][2].callback(None)
-    assert [m["n"] for _, m, _ in send.calls] == [0, 1]
-    send.calls[1][2].callback(None)
-    send.calls[2][2].callback(None)
-    assert [m["n"] for _, m, _ in send.calls] == [0, 1, 2]
-    assert [result_of(d) for d in done] == [None, None, None]
-    assert sender.pending == 0
-
-
-def test_ordered_sender_failure_goes_to_its_own_caller() -> None:
-    """A failed send fails only its own Deferred; the queue moves on."""
-    send = ManualSend()
-    sender = OrderedSender(send)
-    first, second = sender.send("c", {}), sender.send("c", {})
-    send.calls[0][2].errback(ChannelFull("full"))
-    send.calls[1][2].callback(None)
-    assert result_of(first).check(ChannelFull)
-    assert result_of(second) is None
-
-
-def test_ordered_sender_synchronous_sends_do_not_recurse() -> None:
-    """Thousands of sends that complete at once run in a loop, not a recursion."""
-    layer = MemoryChannelLayer(capacity=10_000)
-    sender = OrderedSender(ImmediateLayerIO(layer).send)
-    for n in range(5000):
-        sender.send("c", {"n": n})
-    assert [layer.receive(["c"])[1]["n"] for _ in range(3)] == [0, 1, 2]
 
 
 # -- ImmediateLayerIO ------------------------------------------------------------------
@@ -138,3 +87,73 @@ def test_asyncio_receive_can_be_cancelled() -> None:
         return waiting.called
 
     assert asyncio.run(scenario()) is True
+
+
+class CountingLayer(MemoryChannelLayer):
+    """A memory layer that records the size of every ``send_many_async`` call."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.batches: list[int] = []
+        self.fail_with: BaseException | None = None
+
+    async def send_many_async(self, items: Any) -> list[Any]:
+        items = list(items)
+        self.batches.append(len(items))
+        await asyncio.sleep(0)  # a round trip: later sends queue up meanwhile
+        if self.fail_with is not None:
+            raise self.fail_with
+        return await super().send_many_async(items)
+
+
+def test_asyncio_sends_of_one_turn_go_out_as_one_batch_in_order() -> None:
+    """Sends made in one turn of the loop form one ``send_many_async``; sends made while
+    it is in flight form the next; every message reaches the layer in the order given."""
+
+    async def scenario() -> tuple[list[int], list[Any]]:
+        loop = asyncio.get_running_loop()
+        layer = CountingLayer(capacity=1000)
+        io = AsyncioLayerIO(layer)
+        first = [io.send("c", {"n": n}) for n in range(10)]
+        await asyncio.sleep(0)  # the first batch is now in flight
+        second = [io.send("c", {"n": n}) for n in range(10, 15)]
+        for d in first + second:
+            await d.asFuture(loop)
+        io.close()
+        return layer.batches, [layer.receive(["c"])[1]["n"] for _ in range(15)]
+
+    batches, order = asyncio.run(scenario())
+    assert batches == [10, 5]
+    assert order == list(range(15))
+
+
+def test_asyncio_send_outcomes_reach_their_own_senders() -> None:
+    """In one batch, a refused message fails only its own Deferred, with the layer's
+    error; a batch that fails as a whole fails each of its senders, and the next batch
+    is still sent."""
+
+    async def scenario() -> tuple[list[Any], list[Any], Any]:
+        loop = asyncio.get_running_loop()
+        layer = CountingLayer(capacity=1)
+        io = AsyncioLayerIO(layer)
+
+        async def outcome(d: Deferred[None]) -> Any:
+            try:
+                return await d.asFuture(loop)
+            except Exception as exc:
+                return exc
+
+        mixed = [io.send("c", {}), io.send("c", {}), io.send("d", {})]
+        mixed_results = [await outcome(d) for d in mixed]
+        layer.fail_with = RuntimeError("the layer broke")
+        broken = [io.send("e", {}), io.send("f", {})]
+        broken_results = [await outcome(d) for d in broken]
+        layer.fail_with = None
+        after = await outcome(io.send("g", {}))
+        io.close()
+        return mixed_results, broken_results, after
+
+    mixed, broken, after = asyncio.run(scenario())
+    assert mixed[0] is None and isinstance(mixed[1], ChannelFull) and mixed[2] is None
+    assert [str(exc) for exc in broken] == ["the layer broke"] * 2
+    assert after is None

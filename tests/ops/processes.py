@@ -6,7 +6,9 @@ Each process writes to a log file (never a pipe), is stopped by its PID at the e
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
-#: A worker with a short heartbeat, so a kill shows in the registry within a second.
+#: A worker with a short heartbeat interval (argv[3]; it beats five times per interval),
+#: so a kill shows in the registry within a second.
 WORKER_SCRIPT = """
 import sys
 from asgi_spec import load_layer
@@ -82,6 +85,24 @@ class Processes:
         wait_until(lambda: self._accepts(port, process), f"the server on port {port}")
         return process, port
 
+    def runworker(self, layer_url: str, name: str, *options: str,
+                  routing: str = "tests.ops.app:channel_routing",
+                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """The real ``runworker`` command (options such as ``--heartbeat-interval``)."""
+        return self.start(name, [str(BIN / "runworker"), routing, "--layer", layer_url,
+                                 "--name", name, *options], env=env)
+
+    def status_watch(self, layer_url: str, interval: float = 0.1) -> StatusWatch:
+        """``switchboard status --watch --json`` writing its documents to a file."""
+        path = self.log_dir / "status-watch.jsonl"
+        with open(path, "wb") as out:
+            process = subprocess.Popen(
+                [str(BIN / "switchboard"), "status", "--watch", "--json", "--interval",
+                 str(interval), "--layer", layer_url], cwd=REPO, env=clean_env(),
+                stdout=out, stderr=subprocess.DEVNULL)
+        self.started.append(process)
+        return StatusWatch(process, path)
+
     def worker(self, layer_url: str, name: str, heartbeat: float = 0.5,
                ttl: float = 3.0) -> subprocess.Popen[bytes]:
         return self.start(name, [sys.executable, "-c", WORKER_SCRIPT, layer_url, name,
@@ -127,3 +148,31 @@ def status_json(layer_url: str, *args: str, env: dict[str, str] | None = None
 
     assert done.stdout, done.stderr.decode(errors="replace")
     return done.returncode, json.loads(done.stdout)
+
+
+class StatusWatch:
+    """A running ``switchboard status --watch --json``: one JSON document per line in a file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], path: Path) -> None:
+        self.process = process
+        self.path = path
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Every complete document written so far, oldest first."""
+        lines = self.path.read_bytes().split(b"\n")
+        return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+    def latest(self) -> dict[str, Any] | None:
+        found = self.documents()
+        return found[-1] if found else None
+
+
+def metric(text: bytes, name: str, **labels: str) -> float | None:
+    """The value of one sample in the Prometheus text ``text`` (None if absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.decode().splitlines():
+        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        if match and match.group(1) == name and ",".join(
+                sorted((match.group(2) or "").split(","))) == wanted:
+            return float(match.group(3))
+    return None

@@ -40,7 +40,7 @@ def test_dashboard_in_chromium_under_load(tmp_path, processes):
     page made went to the interface server."""
     assert os.path.exists(CHROMIUM), "Debian's chromium is required: apt-get install chromium"
     url = f"sqlite:///{tmp_path}/layer.db"
-    processes.worker(url, "w1", heartbeat=0.5, ttl=3.0)
+    processes.worker(url, "w1", heartbeat=2.5, ttl=7.5)  # beats every 0.5 s
     _, port = processes.server(url, "--dashboard", "--ops-interval", "0.4")
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: get(base + "/")[0] == 200, "the application")

@@ -158,21 +158,38 @@ def test_old_message_rule_uses_the_layer_expiry():
 
 
 @pytest.mark.parametrize(("age", "expected"), [
-    (7.0, []),
-    (12.0, [(WARNING, "stale-heartbeat", "w1")]),
-    (30.0, [(ERROR, "stale-heartbeat", "w1")]),
+    (2.9, []),
+    (3.2, [(WARNING, "stale-heartbeat", "w1")]),
+    (10.4, [(ERROR, "stale-heartbeat", "w1")]),
 ])
 def test_stale_worker_heartbeat(age, expected):
-    """Past 1.5 heartbeat intervals a worker's heartbeat is stale; past three, an error."""
-    snap = look(workers=(worker(heartbeat_at=NOW - age),))
+    """With a 5 s heartbeat interval (beats every second) a worker whose heartbeat is over
+    3 s old (0.6 intervals) is stale, a warning -- so a killed worker shows within one
+    interval; past two intervals it is an error. A second, fresh worker keeps the
+    deployment served, so only the heartbeat rule speaks."""
+    snap = look(workers=(worker(heartbeat_at=NOW - age), worker("w2")))
     got = diagnose(snap, NOW)
     assert codes(got) == expected
     if expected:
-        assert got[0].message.startswith(f"worker w1 heartbeat {age:.0f} s stale")
+        assert got[0].message.startswith(f"worker w1 heartbeat {age:.2g} s stale "
+                                         "(heartbeat interval 5.0 s)")
+
+
+def test_a_stale_worker_is_not_live():
+    """When the only worker's heartbeat is stale, nothing consumes anything: an error
+    saying so, besides the stale heartbeat itself (the interface server answers 503 too)."""
+    snap = look(workers=(worker(heartbeat_at=NOW - 3.5),), servers=(server(),))
+    got = diagnose(snap, NOW)
+    assert codes(got) == [(ERROR, "no-workers", ""), (WARNING, "stale-heartbeat", "w1")]
+    assert "every registered worker's heartbeat is stale" in got[0].message
+    other = look(workers=(worker(heartbeat_at=NOW - 3.5), worker("w2", channels=("jobs",))),
+                 servers=(server(),))
+    assert (ERROR, "no-consumer", "http.request") in codes(diagnose(other, NOW))
 
 
 def test_stale_server_heartbeat_uses_its_own_interval():
-    """A server beating every 1 s is stale after 2 s."""
+    """A server with a 1 s heartbeat interval is stale once its heartbeat is 0.6 s old
+    (2 s here: a warning, not yet past two intervals)."""
     snap = look(workers=(worker(),), servers=(server(heartbeat_at=NOW - 2,
                                                      heartbeat_interval=1.0),))
     got = diagnose(snap, NOW)
@@ -238,7 +255,7 @@ def test_a_counter_reset_counts_from_zero():
 def test_consumer_errors_since_the_previous_snapshot():
     """A worker whose failed count grew is a warning pointing at its log."""
     before = look(workers=(worker(failed=1),))
-    after = replace(before, taken_at=NOW + 5, workers=(worker(failed=4),))
+    after = replace(before, taken_at=NOW + 5, workers=(worker(failed=4, heartbeat_at=NOW + 4),))
     got = diagnose(after, NOW + 5, previous=before)
     assert codes(got) == [(WARNING, "consumer-errors", "w1")]
     assert got[0].message == "worker w1: 3 consumers raised in the last 5.0 s (see its log)"

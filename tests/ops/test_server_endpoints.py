@@ -40,7 +40,7 @@ def test_status_metrics_and_dashboard_show_the_same_numbers(tmp_path, processes)
     http.request messages and 60 processed by the worker; /-/ready is 200 until the worker
     is killed, then 503 naming the missing worker."""
     url = f"sqlite:///{tmp_path}/layer.db"
-    worker = processes.worker(url, "w1", heartbeat=0.3, ttl=2.0)
+    worker = processes.worker(url, "w1", heartbeat=1.5, ttl=4.5)  # beats every 0.3 s
     _, port = processes.server(url, "--metrics", "--health", "--dashboard",
                                "--ops-interval", "0.2")
     base = f"http://127.0.0.1:{port}"

@@ -18,7 +18,8 @@ goes to the project's Django views unless the routing says otherwise) and
 
 Modules: ``layers`` (settings, ``get_channel_layer``), ``checks`` (system
 checks), ``handler`` (the ``http.request`` -> view -> ``http.response``
-bridge), ``sessions`` and ``auth`` (consumer decorators), ``consumers``
+bridge), ``sessions`` and ``auth`` (consumer decorators), ``ordering``
+(``enforce_ordering``, whose tables are in ``models``), ``consumers``
 (generic consumers with session/auth flags), ``routing`` (the Django router),
 ``binding`` (model data binding), ``testing`` (test tools; ``live`` runs the
 processes of ``ChannelLiveServerTestCase``) and ``management.commands``

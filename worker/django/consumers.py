@@ -8,7 +8,10 @@ Set on a class consumer:
   ``websocket.connect`` from the browser's session (copied into the channel
   session), on later messages from the channel session;
 * ``http_user_and_session = True`` -- as ``http_user``; ``message.http_session``
-  is also set on the connect.
+  is also set on the connect;
+* ``strict_ordering = True`` -- the connection's messages run one at a time,
+  in ``order`` (``worker.django.ordering.enforce_ordering``, applied outside
+  the session decorators).
 
 The flags pick a decorator from ``worker.django.sessions``/``auth`` and wrap
 ``dispatch`` with it for each message, so the handlers see the attributes.
@@ -43,6 +46,7 @@ class DjangoConsumerMixin:
     channel_session_user: ClassVar[bool] = False
     http_user: ClassVar[bool] = False
     http_user_and_session: ClassVar[bool] = False
+    strict_ordering: ClassVar[bool] = False
 
     def session_decorator(self, message: Message) -> Any:
         """The decorator for this message, or ``None`` when no flag is set."""
@@ -59,13 +63,19 @@ class DjangoConsumerMixin:
     def dispatch(self, message: Message, **kwargs: Any) -> None:
         decorator = self.session_decorator(message)
         run = super().dispatch  # type: ignore[misc]
-        if decorator is None:
+        if decorator is None and not self.strict_ordering:
             return run(message, **kwargs)
 
         def call(message: Message, **kwargs: Any) -> None:
             return run(message, **kwargs)
 
-        return decorator(call)(message, **kwargs)
+        if decorator is not None:
+            call = decorator(call)
+        if self.strict_ordering:
+            from worker.django.ordering import enforce_ordering
+
+            call = enforce_ordering(call)
+        return call(message, **kwargs)
 
 
 class BaseConsumer(DjangoConsumerMixin, generic.BaseConsumer):

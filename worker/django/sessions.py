@@ -175,3 +175,13 @@ http_session.__doc__ = "Give ``message.http_session``: the browser's session, or
 def channel_and_http_session(consumer: Any) -> Any:
     """Both ``message.channel_session`` and ``message.http_session``."""
     return http_session(channel_session(consumer))
+
+
+def __getattr__(name: str) -> Any:
+    # ``enforce_ordering`` lives in ``worker.django.ordering`` (which imports this module);
+    # 1.x code imports it from the sessions module.
+    if name == "enforce_ordering":
+        from worker.django.ordering import enforce_ordering
+
+        return enforce_ordering
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,9 +12,14 @@ How this works:
   round trip; every script gets ``now`` from the layer's clock, never from
   Redis. A send to a full queue raises ``ChannelFull``; a send never retries
   after its command was written, so a lost reply cannot duplicate a message.
-* Blocking receive. First one non-blocking pop (the oldest live message among
-  the queues, expired heads dropped); if there is none, one ``BLPOP`` over
-  all the queues of a server, keys shuffled per call. A popped message that
+* Blocking receive. From process-specific queues (``srv!``: an interface
+  server's replies) on one server: one ``BLMPOP ... COUNT n`` (Redis >= 7.0),
+  which returns at once with up to ``n`` waiting messages or waits for the
+  first: one round trip per batch, busy or idle. Otherwise (shared queues,
+  several servers, at-least-once queues, Redis 6): first one non-blocking
+  pop (the oldest live message among the queues, expired heads dropped); if
+  there is none, one ``BLPOP`` over all the queues of a server, keys
+  shuffled per call. A popped message that
   expired meanwhile is discarded (counted, its channel evicted from its
   groups) and the wait goes on for the remaining time. With several servers
   every server is waited on at once (threads for ``receive``, tasks for
@@ -38,6 +43,10 @@ How this works:
   ``LayerUnavailable`` naming the server with its password redacted. A
   blocking receive never raises for that: it logs a warning and keeps
   retrying with backoff until its timeout, then returns ``(None, None)``.
+  With several servers, one that is down does not stall the others: a
+  blocking receive's first pass skips a server whose last wait failed (its
+  wait in the race still probes it, fast: blocking connections do not
+  retry), and a batch receive returns what it has rather than fail on it.
 
 Connection pools are unbounded by default (``max_connections`` in
 ``connection_kwargs`` caps them): a group send to thousands of members or a
@@ -70,7 +79,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -151,6 +160,10 @@ def _retry(attempts: int, *, for_async: bool = False) -> Any:
     backoff = ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE) if attempts else NoBackoff()
     cls = redis.asyncio.retry.Retry if for_async else Retry
     return cls(backoff, attempts)
+
+
+class _NoMpop(Exception):
+    """The server has no ``LMPOP``/``BLMPOP``: receive the Redis 6 way."""
 
 
 class _Conns:
@@ -279,6 +292,10 @@ class _Shard:
         self.node = node
         self.display = display
         self.password = password
+        #: The last blocking wait on this server failed (set and cleared by the race
+        #: of a multi-server receive): the first, non-blocking pass of a blocking
+        #: receive skips it, so one server down does not stall the others.
+        self.down = False
         self._make_client = make_client
         self.client: redis.Redis = make_client(False, False)
         self.blocking: redis.Redis = make_client(False, True)
@@ -381,6 +398,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self.shards = self._make_shards(hosts, sentinel, dict(connection_kwargs or {}))
         self._ring = HashRing([shard.node for shard in self.shards])
         self._single = len(self.shards) == 1
+        self._mpop = True  # until the server says it has no BLMPOP (Redis < 7.0)
         self._qkey_start = len(self.prefix) + 2
         self._list_ttl = str(int((self.expiry + TTL_MARGIN) * 1000))
         self._flight_ttl = str(int((max(self.expiry, self.ack_timeout) + TTL_MARGIN) * 1000))
@@ -620,13 +638,8 @@ class RedisChannelLayer(BaseChannelLayer):
         """Every send script of a server on one connection, in one write: one round
         trip per server, and each channel's messages run in the order given."""
         self._check_open()
-        by_shard: dict[int, list[int]] = defaultdict(list)
-        for index, send in enumerate(sends):
-            by_shard[self._ring.index_of(send[1])].append(index)
         outcomes: list[ChannelLayerError | None] = [None] * len(sends)
-        for shard_index, indexes in by_shard.items():
-            shard = self.shards[shard_index]
-            args = [self._send_args(*sends[i]) for i in indexes]
+        for shard, indexes, args in self._sends_by_shard(sends):
             try:
                 replies = self._pipeline(shard, SCRIPTS["send"], args)
             except LayerUnavailable as exc:
@@ -635,11 +648,26 @@ class RedisChannelLayer(BaseChannelLayer):
                 continue
             for i, reply in zip(indexes, replies, strict=True):
                 self._apply_evictions(shard, reply[1])
-                try:
-                    self._sent(sends[i][0], sends[i][4], reply)
-                except ChannelFull as exc:
-                    outcomes[i] = exc
+                outcomes[i] = self._send_outcome(sends[i], reply)
         return outcomes
+
+    def _sends_by_shard(self, sends: list[tuple[str, str, bytes, float, int]],
+                        ) -> list[tuple[_Shard, list[int], list[list[Any]]]]:
+        """``(shard, indexes into sends, send-script arguments)`` per server."""
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for index, send in enumerate(sends):
+            by_shard[self._ring.index_of(send[1])].append(index)
+        return [(self.shards[shard_index], indexes,
+                 [self._send_args(*sends[i]) for i in indexes])
+                for shard_index, indexes in by_shard.items()]
+
+    def _send_outcome(self, send: tuple[str, str, bytes, float, int],
+                      reply: list[Any]) -> ChannelFull | None:
+        try:
+            self._sent(send[0], send[4], reply)
+        except ChannelFull as exc:
+            return exc
+        return None
 
     def _pipeline(self, shard: _Shard, script: Script, arg_lists: list[list[Any]]) -> list[Any]:
         """Run ``script`` once per argument list on one connection, in order; never
@@ -743,32 +771,157 @@ class RedisChannelLayer(BaseChannelLayer):
         return (opened[0], opened[1], receipt), []
 
     def _pop_now(self, by_shard: dict[int, list[str]],
-                 acked: frozenset[str] = frozenset()) -> Delivery | None:
-        """One non-blocking pass: the oldest live message of each server in turn."""
+                 acked: frozenset[str] = frozenset(), *,
+                 tolerant: bool = False) -> Delivery | None:
+        """One non-blocking pass: the oldest live message of each server in turn.
+
+        ``tolerant`` (the first pass of a blocking receive over several servers): a
+        server marked ``down`` is skipped and one that fails now is marked and skipped,
+        so the others are still read; the race that follows waits on every server, so
+        it reports a total outage and notices a server that is back.
+        """
         for index in self._rotated(list(by_shard)):
             shard = self.shards[index]
+            if tolerant and shard.down:
+                continue
             queues = self._rotated(by_shard[index])
-            while True:
-                token, args = self._receive_args(queues, acked)
-                found, item, evicted, deliveries = self._call(
-                    shard, "receive", args, retry=True)
-                self._apply_evictions(shard, evicted)
-                if not found:
-                    break
-                got, drop = self._delivery(item, token, deliveries)
-                if got is not None:
-                    return got
-                if drop:
-                    self._call(shard, "ack", drop, retry=True)
+            try:
+                while True:
+                    token, args = self._receive_args(queues, acked)
+                    found, item, evicted, deliveries = self._call(
+                        shard, "receive", args, retry=True)
+                    self._apply_evictions(shard, evicted)
+                    if not found:
+                        break
+                    got, drop = self._delivery(item, token, deliveries)
+                    if got is not None:
+                        return got
+                    if drop:
+                        self._call(shard, "ack", drop, retry=True)
+            except LayerUnavailable:
+                if not tolerant:
+                    raise
+                shard.down = True
         return None
 
     def _receive(self, queues: list[str], timeout: float) -> tuple[str, bytes] | None:
+        keys = self._mpop_keys(queues)
+        if keys is not None:
+            with contextlib.suppress(_NoMpop):
+                got_many = self._receive_mpop(keys, 1, timeout)
+                return got_many[0] if got_many else None
         got = self._receive_receipt(queues, timeout, frozenset())
         return None if got is None else (got[0], got[1])
 
+    # -- receive with (B)LMPOP: one server, plain queues -------------------
+
+    def _mpop_keys(self, queues: list[str]) -> list[str] | None:
+        """The keys for one ``LMPOP``/``BLMPOP``, shuffled; ``None`` where it does not
+        apply: several servers, a shared queue (its pops go through the receive script,
+        which also brings back messages whose at-least-once delivery timed out in any
+        process), an at-least-once queue, messages in the local buffer, or a server
+        without it. So: an interface server's reply queue (``prefix!``) on one server."""
+        if not self._mpop or not self._single or self._buffer:
+            return None
+        if not all(names.is_process_specific(queue) for queue in queues) or any(
+                self.is_at_least_once(queue) for queue in queues):
+            return None
+        keys = [self._qkey(queue) for queue in queues]
+        random.shuffle(keys)
+        return keys
+
+    @staticmethod
+    def _mpop_command(keys: list[str], count: int, wait: float) -> list[bytes]:
+        if wait <= 0:
+            return _pack("LMPOP", len(keys), *keys, "LEFT", "COUNT", count)
+        return _pack("BLMPOP", _seconds(wait), len(keys), *keys, "LEFT", "COUNT", count)
+
+    def _mpop_reply(self, shard: _Shard, reply: Any) -> list[Popped]:
+        if isinstance(reply, ResponseError):
+            raise reply
+        if reply is None:
+            return []
+        key, envelopes = reply
+        return [self._popped(shard, key, envelope) for envelope in envelopes]
+
+    def _no_mpop(self, exc: ResponseError) -> _NoMpop:
+        if "unknown command" not in str(exc).lower():
+            raise exc
+        log.info("this Redis server has no BLMPOP (Redis < 7.0): receiving with BLPOP")
+        self._mpop = False
+        return _NoMpop()
+
+    def _mpop_accept(self, popped: list[Popped]) -> tuple[list[tuple[str, bytes]],
+                                                          list[list[Any]]]:
+        """Popped messages as ``(channel, body)`` and the discard-script arguments
+        of the ones that expired."""
+        got, discards = [], []
+        for one in popped:
+            opened, discard = self._check_popped(one)
+            if discard:
+                discards.append(discard)
+            elif opened is not None:
+                got.append(opened)
+        return got, discards
+
+    def _receive_mpop(self, keys: list[str], count: int,
+                      timeout: float) -> list[tuple[str, bytes]]:
+        """Up to ``count`` messages, waiting up to ``timeout`` for the first; a server
+        that is unreachable is retried with backoff until then (``[]`` at the end)."""
+        self._check_open()
+        shard = self.shards[0]
+        deadline = time.monotonic() + timeout
+        delay = 0.0
+        while True:
+            wait = min(max(deadline - time.monotonic(), 0.0), BLOCK_SLICE)
+            try:
+                popped = self._mpop_once(shard, keys, count, wait)
+            except LayerUnavailable as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if timeout <= 0:
+                        raise
+                    return []
+                delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
+                log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)",
+                            exc, delay, remaining)
+                time.sleep(min(delay, remaining))
+                continue
+            got, discards = self._mpop_accept(popped)
+            for args in discards:
+                self._apply_evictions(shard, self._call(shard, "discard", args, retry=True)[0])
+            if got or (not popped and time.monotonic() >= deadline):
+                return got  # (popped only expired messages: look again at once)
+
+    def _mpop_once(self, shard: _Shard, keys: list[str], count: int,
+                   wait: float) -> list[Popped]:
+        pool = shard.bconns
+        try:
+            conn = pool.get()
+        except _NETWORK_ERRORS as exc:
+            raise self._unavailable(shard, exc) from exc
+        try:
+            conn.send_packed_command(self._mpop_command(keys, count, wait))
+            return self._mpop_reply(shard, conn.read_response())
+        except ResponseError as exc:
+            raise self._no_mpop(exc) from exc
+        except _NETWORK_ERRORS as exc:
+            conn.disconnect()
+            raise self._unavailable(shard, exc) from exc
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.put(conn)
+
     def _receive_batch(self, queues: list[str], max_messages: int,
                        timeout: float) -> list[tuple[str, bytes]]:
-        """The first message as ``receive`` gets it, then the rest in one script per server."""
+        """One ``BLMPOP`` where it applies; else the first message as ``receive`` gets
+        it, then the rest in one script per server."""
+        keys = self._mpop_keys(queues)
+        if keys is not None:
+            with contextlib.suppress(_NoMpop):
+                return self._receive_mpop(keys, max_messages, timeout)
         first = self._receive(queues, timeout)
         if first is None:
             return []
@@ -776,7 +929,13 @@ class RedisChannelLayer(BaseChannelLayer):
         while len(got) < max_messages and (kept := self._pop_buffered(queues)) is not None:
             got.append(kept[:2])
         for shard, args in self._receive_many_calls(queues, max_messages - len(got)):
-            envelopes, evicted = self._call(shard, "receive_many", args, retry=True)
+            if shard.down and not self._single:
+                continue
+            try:
+                envelopes, evicted = self._call(shard, "receive_many", args, retry=True)
+            except LayerUnavailable:  # what was received already is returned, not lost
+                shard.down = not self._single
+                continue
             self._apply_evictions(shard, evicted)
             got += self._opened(envelopes)
         return got
@@ -823,7 +982,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _receive_until(self, queues: list[str], by_shard: dict[int, list[str]],
                        deadline: float, acked: frozenset[str]) -> Delivery | None:
-        got = self._pop_now(by_shard, acked)
+        got = self._pop_now(by_shard, acked, tolerant=len(by_shard) > 1)
         while got is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -916,6 +1075,7 @@ class RedisChannelLayer(BaseChannelLayer):
         error: BaseException | None = None
         for index, result in results:
             shard = self.shards[index]
+            shard.down = isinstance(result, LayerUnavailable)
             if isinstance(result, BaseException):
                 error = error or result
             elif result is not None:
@@ -1029,6 +1189,55 @@ class RedisChannelLayer(BaseChannelLayer):
         await self._aapply_evictions(shard, reply[1])
         self._sent(channel, capacity, reply)
 
+    async def _send_many_async(self, sends: list[tuple[str, str, bytes, float, int]],
+                               ) -> list[ChannelLayerError | None]:
+        """``_send_many`` for asyncio callers: one round trip per server."""
+        self._check_open()
+        outcomes: list[ChannelLayerError | None] = [None] * len(sends)
+        for shard, indexes, args in self._sends_by_shard(sends):
+            try:
+                replies = await self._apipeline(shard, SCRIPTS["send"], args)
+            except LayerUnavailable as exc:
+                for i in indexes:
+                    outcomes[i] = exc
+                continue
+            for i, reply in zip(indexes, replies, strict=True):
+                await self._aapply_evictions(shard, reply[1])
+                outcomes[i] = self._send_outcome(sends[i], reply)
+        return outcomes
+
+    async def _apipeline(self, shard: _Shard, script: Script,
+                         arg_lists: list[list[Any]]) -> list[Any]:
+        """``_pipeline`` for asyncio callers."""
+        pool = (await shard.aclients()).conns
+        try:
+            conn = await pool.aget()
+        except _NETWORK_ERRORS as exc:
+            raise self._unavailable(shard, exc) from exc
+
+        async def write(verb: str, ref: str) -> None:
+            await conn.send_packed_command(
+                [b"".join(_pack_command((verb, ref, 0, *args)) for args in arg_lists)])
+
+        try:
+            await write("EVALSHA", script.sha)
+            try:
+                return [await conn.read_response() for _ in arg_lists]
+            except NoScriptError:
+                for _ in range(len(arg_lists) - 1):  # the rest are NOSCRIPT replies too
+                    with contextlib.suppress(NoScriptError):
+                        await conn.read_response()
+            await write("EVAL", script.source)
+            return [await conn.read_response() for _ in arg_lists]
+        except _NETWORK_ERRORS as exc:
+            await conn.disconnect()
+            raise self._unavailable(shard, exc) from exc
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            pool.put(conn)
+
     async def _aaccept(self, popped: Popped) -> Delivery | None:
         got, discard = self._check_popped(popped)
         if discard:
@@ -1045,31 +1254,100 @@ class RedisChannelLayer(BaseChannelLayer):
         return None
 
     async def _apop_now(self, by_shard: dict[int, list[str]],
-                        acked: frozenset[str] = frozenset()) -> Delivery | None:
+                        acked: frozenset[str] = frozenset(), *,
+                        tolerant: bool = False) -> Delivery | None:
+        """``_pop_now`` for asyncio callers."""
         for index in self._rotated(list(by_shard)):
             shard = self.shards[index]
+            if tolerant and shard.down:
+                continue
             queues = self._rotated(by_shard[index])
-            while True:
-                token, args = self._receive_args(queues, acked)
-                found, item, evicted, deliveries = await self._acall(
-                    shard, "receive", args, retry=True)
-                await self._aapply_evictions(shard, evicted)
-                if not found:
-                    break
-                got, drop = self._delivery(item, token, deliveries)
-                if got is not None:
-                    return got
-                if drop:
-                    await self._acall(shard, "ack", drop, retry=True)
+            try:
+                while True:
+                    token, args = self._receive_args(queues, acked)
+                    found, item, evicted, deliveries = await self._acall(
+                        shard, "receive", args, retry=True)
+                    await self._aapply_evictions(shard, evicted)
+                    if not found:
+                        break
+                    got, drop = self._delivery(item, token, deliveries)
+                    if got is not None:
+                        return got
+                    if drop:
+                        await self._acall(shard, "ack", drop, retry=True)
+            except LayerUnavailable:
+                if not tolerant:
+                    raise
+                shard.down = True
         return None
 
     async def _receive_async(self, queues: list[str],
                              timeout: float) -> tuple[str, bytes] | None:
+        keys = self._mpop_keys(queues)
+        if keys is not None:
+            with contextlib.suppress(_NoMpop):
+                got_many = await self._areceive_mpop(keys, 1, timeout)
+                return got_many[0] if got_many else None
         got = await self._receive_receipt_async(queues, timeout, frozenset())
         return None if got is None else (got[0], got[1])
 
+    async def _areceive_mpop(self, keys: list[str], count: int,
+                             timeout: float) -> list[tuple[str, bytes]]:
+        """``_receive_mpop`` for asyncio callers."""
+        self._check_open()
+        shard = self.shards[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.0
+        while True:
+            wait = min(max(deadline - loop.time(), 0.0), BLOCK_SLICE)
+            try:
+                popped = await self._ampop_once(shard, keys, count, wait)
+            except LayerUnavailable as exc:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    if timeout <= 0:
+                        raise
+                    return []
+                delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
+                log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)",
+                            exc, delay, remaining)
+                await asyncio.sleep(min(delay, remaining))
+                continue
+            got, discards = self._mpop_accept(popped)
+            for args in discards:
+                reply = await self._acall(shard, "discard", args, retry=True)
+                await self._aapply_evictions(shard, reply[0])
+            if got or (not popped and loop.time() >= deadline):
+                return got  # (popped only expired messages: look again at once)
+
+    async def _ampop_once(self, shard: _Shard, keys: list[str], count: int,
+                          wait: float) -> list[Popped]:
+        pool = (await shard.aclients()).bconns
+        try:
+            conn = await pool.aget()
+        except _NETWORK_ERRORS as exc:
+            raise self._unavailable(shard, exc) from exc
+        try:
+            await conn.send_packed_command(self._mpop_command(keys, count, wait))
+            return self._mpop_reply(shard, await conn.read_response())
+        except ResponseError as exc:
+            raise self._no_mpop(exc) from exc
+        except _NETWORK_ERRORS as exc:
+            await conn.disconnect()
+            raise self._unavailable(shard, exc) from exc
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            pool.put(conn)
+
     async def _receive_batch_async(self, queues: list[str], max_messages: int,
                                    timeout: float) -> list[tuple[str, bytes]]:
+        keys = self._mpop_keys(queues)
+        if keys is not None:
+            with contextlib.suppress(_NoMpop):
+                return await self._areceive_mpop(keys, max_messages, timeout)
         first = await self._receive_async(queues, timeout)
         if first is None:
             return []
@@ -1077,7 +1355,14 @@ class RedisChannelLayer(BaseChannelLayer):
         while len(got) < max_messages and (kept := await self._apop_buffered(queues)):
             got.append(kept[:2])
         for shard, args in self._receive_many_calls(queues, max_messages - len(got)):
-            envelopes, evicted = await self._acall(shard, "receive_many", args, retry=True)
+            if shard.down and not self._single:
+                continue
+            try:
+                envelopes, evicted = await self._acall(shard, "receive_many", args,
+                                                       retry=True)
+            except LayerUnavailable:  # what was received already is returned, not lost
+                shard.down = not self._single
+                continue
             await self._aapply_evictions(shard, evicted)
             got += self._opened(envelopes)
         return got
@@ -1109,7 +1394,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _areceive_until(self, queues: list[str], by_shard: dict[int, list[str]],
                               deadline: float, acked: frozenset[str]) -> Delivery | None:
         loop = asyncio.get_running_loop()
-        got = await self._apop_now(by_shard, acked)
+        got = await self._apop_now(by_shard, acked, tolerant=len(by_shard) > 1)
         while got is None:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -16,6 +16,7 @@ from worker.django.consumers import (
     WebsocketConsumer,
     WebsocketDemultiplexer,
 )
+from worker.django.ordering import enforce_ordering
 from worker.django.sessions import channel_session, http_session
 
 
@@ -138,3 +139,51 @@ class NotesDemultiplexer(WebsocketDemultiplexer):
     http_user = True
     groups = ["notes"]
     consumers = {"notes": NoteBinding.consumer}
+
+
+def _record_order(message):
+    """Count the message in the channel session; note ``reply_channel order count pid``
+    in the file ``$SWITCHBOARD_ORDER_LOG`` (one append per line, safe across processes)."""
+    session = message.channel_session
+    count = session.get("count", 0)
+    session["count"] = count + 1
+    path = os.environ.get("SWITCHBOARD_ORDER_LOG")
+    if path:
+        line = f"{message['reply_channel']} {message['order']} {count} {os.getpid()}\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    return count
+
+
+@enforce_ordering
+@channel_session
+def ordered_connect(message, **kwargs):
+    _record_order(message)
+    message.reply_channel.send({"accept": True})
+
+
+@enforce_ordering
+@channel_session
+def ordered_receive(message, **kwargs):
+    count = _record_order(message)
+    message.reply_channel.send({"text": f"{message['order']}:{count}"})
+
+
+@enforce_ordering
+@channel_session
+def ordered_disconnect(message, **kwargs):
+    _record_order(message)
+
+
+class OrderedClassConsumer(WebsocketConsumer):
+    """strict_ordering with a session flag: frames answered in order with a count."""
+
+    strict_ordering = True
+    channel_session = True
+
+    def receive(self, text=None, bytes=None, **kwargs):
+        count = _record_order(self.message)
+        self.send(text=f"{text}:{count}")

@@ -17,9 +17,10 @@ migrations warning and the autoreloader work as with Django's own server):
    (``DEBUG`` or ``--insecure``, unless ``--nostatic``);
 3. ``interface_server.server.Server`` runs on Twisted's asyncio reactor in
    this thread, listening on the address and port;
-4. every exchange is logged in the 1.x style: ``HTTP GET / 200 [0.02,
-   127.0.0.1]``, ``WebSocket CONNECT /ws/ [127.0.0.1]``, ``WebSocket
-   DISCONNECT /ws/ [127.0.0.1:54321]``;
+4. every exchange is logged in the 1.x style, with the client's address and
+   port: ``HTTP GET / 200 [0.02, 127.0.0.1:54321]``, ``WebSocket CONNECT
+   /ws/ [127.0.0.1:54322]``, ``WebSocket DISCONNECT /ws/ [127.0.0.1:54322]``
+   (colored by status, as Django's server does);
 5. Ctrl-C (or SIGTERM) stops the server (WebSockets closed, requests given
    two seconds), then the worker. A code change restarts the process
    (Django's autoreloader), as with Django's server.
@@ -74,9 +75,19 @@ def _status_style(style: Any, status: int) -> Any:
     return style.HTTP_SERVER_ERROR
 
 
+def client_text(host: Any, port: Any = None) -> str:
+    """``127.0.0.1:54321`` (``[::1]:54321`` for IPv6); the host alone without a port."""
+    if not host:
+        return "-"
+    host = str(host)
+    if port is None:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def access_line(record: Any) -> str:
     """The 1.x-style log line of an ``interface_server`` access record."""
-    client = record.client or "-"
+    client = client_text(record.client, getattr(record, "client_port", None))
     if record.protocol == "websocket":
         action = "CONNECT" if record.status == 101 else f"REJECT {record.status}"
         return f"WebSocket {action} {record.path} [{client}]"
@@ -146,9 +157,8 @@ class Command(DjangoRunserver):
         static = static_route() if self.serves_static(options) else None
         if static is not None:
             router = DjangoRouter([static, *router.routes], view_fallback=False)
-        worker = DevWorker(layer.layer, router, threads=options["workers"],
-                           name=f"runserver-{os.getpid()}", debug=settings.DEBUG,
-                           log=self.log_line)
+        worker = Worker(layer.layer, router, threads=options["workers"],
+                        name=f"runserver-{os.getpid()}", debug=settings.DEBUG)
         thread = threading.Thread(target=worker.run, kwargs={"install_signals": False},
                                   name="switchboard-worker", daemon=True)
         thread.start()
@@ -178,6 +188,10 @@ class Command(DjangoRunserver):
         log = self.log_line
 
         class DevServer(Server):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.websockets = ClosingLog(log)
+
             def log_access(self, record: Any) -> None:
                 log(access_line(record), record.status)
 
@@ -212,23 +226,23 @@ class Command(DjangoRunserver):
             os._exit(1)
 
 
-class DevWorker(Worker):
-    """A ``Worker`` that logs WebSocket disconnects the way 1.x runserver did."""
+class ClosingLog(set):
+    """The server's set of open WebSockets, logging ``WebSocket DISCONNECT`` as one leaves.
 
-    def __init__(self, *args: Any, log: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    The interface server adds a socket when its handshake starts and discards it when
+    it closes; only sockets that were opened (``opened_at``) are logged, so a rejected
+    handshake is logged once, as ``REJECT``.
+    """
+
+    def __init__(self, log: Any) -> None:
+        super().__init__()
         self._log = log
-        self._clients: dict[str, str] = {}
-        self._clients_lock = threading.Lock()
 
-    def handle(self, channel: str, content: dict[str, Any]) -> None:
-        reply_channel = content.get("reply_channel") if isinstance(content, dict) else None
-        if channel == "websocket.connect" and isinstance(reply_channel, str):
-            client = content.get("client")
-            with self._clients_lock:
-                self._clients[reply_channel] = (f"{client[0]}:{client[1]}" if client else "-")
-        elif channel == "websocket.disconnect" and isinstance(reply_channel, str):
-            with self._clients_lock:
-                client = self._clients.pop(reply_channel, "-")
-            self._log(f"WebSocket DISCONNECT {content.get('path', '')} [{client}]")
-        super().handle(channel, content)
+    def discard(self, websocket: Any) -> None:
+        if websocket in self and getattr(websocket, "opened_at", None) is not None:
+            parts = getattr(websocket, "parts", None)
+            path = (parts.target.decode("latin-1") if parts is not None
+                    else getattr(websocket, "path", ""))
+            client = getattr(websocket, "client", None) or ()
+            self._log(f"WebSocket DISCONNECT {path} [{client_text(*client[:2])}]")
+        super().discard(websocket)
