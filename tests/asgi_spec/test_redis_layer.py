@@ -292,6 +292,24 @@ def test_async_receive_survives_a_restart(make, own_server):
     assert asyncio.run(layer.receive_async(["sb.a"], timeout=0.1)) == (None, None)
 
 
+@pytest.mark.parametrize("queue", ["sb.batch", "reply!"])
+def test_blocking_batch_receive_waits_out_an_outage(make, own_server, queue):
+    """A blocking ``receive_batch`` (and its async twin) on a stopped server -- shared
+    queues (receive script first) and a reply queue (BLMPOP) -- returns ``[]`` after
+    its timeout without raising, and works again once the server is back."""
+    layer = make(hosts=[own_server.url], connection_kwargs={"retry_attempts": 1})
+    layer.send(f"{queue}x" if queue.endswith("!") else queue, {"n": 1})
+    assert len(layer.receive_batch([queue], 10, block=True, timeout=1)) == 1
+    own_server.stop()
+    try:
+        assert layer.receive_batch([queue], 10, block=True, timeout=0.5) == []
+        assert asyncio.run(layer.receive_batch_async([queue], 10, timeout=0.5)) == []
+    finally:
+        own_server.start()
+    layer.send(f"{queue}x" if queue.endswith("!") else queue, {"n": 2})
+    assert layer.receive_batch([queue], 10, block=True, timeout=1)[0][1] == {"n": 2}
+
+
 def test_unreachable_server_raises_with_password_redacted(make):
     """``check()``, ``send`` and non-blocking ``receive`` raise ``LayerUnavailable``
     naming the host, never the password."""
@@ -817,3 +835,32 @@ def test_send_many_after_the_server_lost_its_scripts(make, redis_server):
     redis.Redis(port=redis_server.port).script_flush()
     assert layer.send_many([("srv!a", {"n": n}) for n in range(5)]) == [None] * 5
     assert [m["n"] for _, m in layer.receive_batch(["srv!"], 10)] == [0, 1, 2, 3, 4]
+
+
+def test_tampered_ciphertext_is_rejected_with_a_clear_error(make, redis_server, caplog):
+    """A body altered in Redis (one byte of the Fernet ciphertext flipped in the stored
+    envelope) fails authentication: it is not delivered, an error names the channel and
+    says it could not be decrypted, and the next good message is delivered."""
+    import base64
+
+    layer = make(symmetric_encryption_keys=["k1"])
+    layer.send("sb.tamper", {"amount": 100})
+    client = redis.Redis(port=redis_server.port)
+    key = f"{layer.prefix}q:sb.tamper"
+    raw = client.lindex(key, 0)
+    token = read_envelope(raw)[2]
+    data = bytearray(base64.urlsafe_b64decode(token))
+    data[1 + 8 + 16] ^= 0x01  # the first ciphertext byte, after version, time and IV
+    forged = base64.urlsafe_b64encode(bytes(data))
+    assert len(forged) == len(token) and forged != token and raw.count(token) == 1
+    client.lset(key, 0, raw.replace(token, forged))
+    with caplog.at_level(logging.ERROR, logger="asgi_spec.layers.redis"):
+        assert layer.receive(["sb.tamper"]) == (None, None)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "'sb.tamper'" in errors[0] and "could not be decrypted" in errors[0], errors
+    assert "InvalidToken" in errors[0], errors
+    assert client.llen(key) == 0  # dropped, not left to be read again
+    layer.send("sb.tamper", {"amount": 5})
+    assert layer.receive(["sb.tamper"], block=True, timeout=2) == ("sb.tamper", {"amount": 5})
+    print("observed:", errors[0])
