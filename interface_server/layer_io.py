@@ -60,42 +60,41 @@ class AsyncioLayerIO:
         self.layer = layer
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-sync")
         self._queued: list[tuple[str, dict[str, Any], Deferred[None]]] = []
-        self._sending = False  # a flush is scheduled or a batch is in flight
-        self._in_flight: asyncio.Future[list[Any]] | None = None
+        self._sender: asyncio.Task[None] | None = None  # while sends are queued or in flight
 
     def send(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
         """Queue ``message`` for the next batch; the Deferred fires with its own outcome."""
         done: Deferred[None] = Deferred()
         self._queued.append((channel, message, done))
-        if not self._sending:
-            self._sending = True
-            asyncio.get_event_loop().call_soon(self._flush)
+        if self._sender is None:
+            # The task's first step runs on the loop's next turn, so it finds every
+            # message queued during this one.
+            self._sender = asyncio.get_event_loop().create_task(self._send_queued())
         return done
 
-    def _flush(self) -> None:
-        batch = self._queued[:SEND_BATCH]
-        del self._queued[:SEND_BATCH]
-        if not batch:
-            self._sending = False
-            return
-        self._in_flight = asyncio.get_event_loop().create_task(
-            self.layer.send_many_async([(channel, message) for channel, message, _ in batch]))
-        self._in_flight.add_done_callback(lambda future: self._sent(batch, future))
-
-    def _sent(self, batch: list[tuple[str, dict[str, Any], Deferred[None]]],
-              future: asyncio.Future[list[Any]]) -> None:
+    async def _send_queued(self) -> None:
+        """Send batches until the queue is empty, one round trip at a time, in order."""
         try:
-            outcomes: list[Any] = future.result()
-        except BaseException as exc:  # every sender hears of it
-            outcomes = [exc] * len(batch)
-        try:
-            for (_, _, done), outcome in zip(batch, outcomes, strict=True):
-                if outcome is None:
-                    done.callback(None)
-                else:
-                    done.errback(Failure(outcome))
+            while self._queued:
+                batch = self._queued[:SEND_BATCH]
+                del self._queued[:SEND_BATCH]
+                items = [(channel, message) for channel, message, _ in batch]
+                try:
+                    outcomes: list[Any] = await self.layer.send_many_async(items)
+                except asyncio.CancelledError as exc:  # shutting down: nothing more goes out
+                    for _, _, done in batch + self._queued:
+                        done.errback(Failure(exc))
+                    self._queued.clear()
+                    raise
+                except Exception as exc:  # every sender of the batch hears of it
+                    outcomes = [exc] * len(batch)
+                for (_, _, done), outcome in zip(batch, outcomes, strict=True):
+                    if outcome is None:
+                        done.callback(None)
+                    else:
+                        done.errback(Failure(outcome))
         finally:
-            self._flush()
+            self._sender = None
 
     def receive_batch(self, channels: list[str],
                       timeout: float | None) -> Deferred[list[Received]]:

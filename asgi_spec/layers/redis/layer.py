@@ -162,6 +162,18 @@ def _retry(attempts: int, *, for_async: bool = False) -> Any:
     return cls(backoff, attempts)
 
 
+def _next_retry(exc: LayerUnavailable, delay: float, remaining: float) -> float | None:
+    """The pause before a blocking receive tries an unreachable server again (the last
+    pause doubled, from ``RETRY_BASE`` up to ``RETRY_CAP``), logged; ``None`` when no
+    time is left."""
+    if remaining <= 0:
+        return None
+    delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
+    log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)", exc, delay,
+                remaining)
+    return delay
+
+
 class _NoMpop(Exception):
     """The server has no ``LMPOP``/``BLMPOP``: receive the Redis 6 way."""
 
@@ -878,14 +890,11 @@ class RedisChannelLayer(BaseChannelLayer):
             try:
                 popped = self._mpop_once(shard, keys, count, wait)
             except LayerUnavailable as exc:
+                if timeout <= 0:
+                    raise
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    if timeout <= 0:
-                        raise
+                if (delay := _next_retry(exc, delay, remaining)) is None:
                     return []
-                delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
-                log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)",
-                            exc, delay, remaining)
                 time.sleep(min(delay, remaining))
                 continue
             got, discards = self._mpop_accept(popped)
@@ -995,11 +1004,8 @@ class RedisChannelLayer(BaseChannelLayer):
                 return self._receive_until(queues, by_shard, deadline, acked)
             except LayerUnavailable as exc:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if (delay := _next_retry(exc, delay, remaining)) is None:
                     return None
-                delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
-                log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)",
-                            exc, delay, remaining)
                 time.sleep(min(delay, remaining))
 
     def _receive_until(self, queues: list[str], by_shard: dict[int, list[str]],
@@ -1326,14 +1332,11 @@ class RedisChannelLayer(BaseChannelLayer):
             try:
                 popped = await self._ampop_once(shard, keys, count, wait)
             except LayerUnavailable as exc:
+                if timeout <= 0:
+                    raise
                 remaining = deadline - loop.time()
-                if remaining <= 0:
-                    if timeout <= 0:
-                        raise
+                if (delay := _next_retry(exc, delay, remaining)) is None:
                     return []
-                delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
-                log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)",
-                            exc, delay, remaining)
                 await asyncio.sleep(min(delay, remaining))
                 continue
             got, discards = self._mpop_accept(popped)
@@ -1420,11 +1423,8 @@ class RedisChannelLayer(BaseChannelLayer):
                 return await self._areceive_until(queues, by_shard, deadline, acked)
             except LayerUnavailable as exc:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if (delay := _next_retry(exc, delay, remaining)) is None:
                     return None
-                delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
-                log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)",
-                            exc, delay, remaining)
                 await asyncio.sleep(min(delay, remaining))
 
     async def _areceive_until(self, queues: list[str], by_shard: dict[int, list[str]],
