@@ -123,6 +123,11 @@ class ServerMetrics:
         self.layer_errors = Counter(f"{PREFIX}_layer_errors",
                                     "Failed layer operations, by operation and error.",
                                     ["operation", "error"], registry=registry)
+        # Labelled children looked up once: ``labels()`` takes a lock and builds a key,
+        # several times per WebSocket round trip otherwise.
+        self._ws_in = self.websocket_messages.labels("in")
+        self._ws_out = self.websocket_messages.labels("out")
+        self._sent_by_channel: dict[str, Any] = {}
         self.latencies = LatencyWindow()
         self.requests_seen = 0
         #: Paths whose requests are not counted (the operations endpoints themselves).
@@ -132,16 +137,20 @@ class ServerMetrics:
     # -- hooks (called by Server) -------------------------------------------------
 
     def message_sent(self, channel: str) -> None:
-        self.sent.labels(channel_label(channel)).inc()
+        label = channel_label(channel)
+        counter = self._sent_by_channel.get(label)
+        if counter is None:
+            counter = self._sent_by_channel[label] = self.sent.labels(label)
+        counter.inc()
         if channel == "websocket.receive":
-            self.websocket_messages.labels("in").inc()
+            self._ws_in.inc()
 
     def reply_received(self, target: Any, message: Any, now: float) -> None:
         self.replies.inc()
         if not isinstance(message, dict):
             return
         if message.get("text") is not None or message.get("bytes") is not None:
-            self.websocket_messages.labels("out").inc()
+            self._ws_out.inc()
         if getattr(target, "response_started", None) is False:
             waited = max(now - target.waiting_since, 0.0)
             self.first_reply_seconds.observe(waited)
