@@ -37,7 +37,7 @@ from asgi_spec.exceptions import (
     LayerConfigError,
     MessageTooLarge,
 )
-from asgi_spec.testing import FakeClock
+from asgi_spec.testing import BlockedReceive, FakeClock
 
 #: How long the blocking tests let a receiver wait, in real seconds.
 SHORT_WAIT = 0.3
@@ -755,17 +755,10 @@ class ChannelLayerConformance:
 
     def test_blocking_receive_wakes_on_send(self, layer):
         """A blocked receiver is woken by a send from another thread, well before timeout."""
-        result: list[Any] = []
-        reader = threading.Thread(
-            target=lambda: result.append(layer.receive(["sb.wake"], block=True, timeout=10))
-        )
-        reader.start()
-        time.sleep(0.05)
-        started = time.monotonic()
-        layer.send("sb.wake", {"x": 1})
-        reader.join(10)
-        assert result == [("sb.wake", {"x": 1})]
-        assert time.monotonic() - started < 2
+        with BlockedReceive(lambda: layer.receive(["sb.wake"], block=True, timeout=10)) as reader:
+            layer.send("sb.wake", {"x": 1})
+        assert reader.results == [("sb.wake", {"x": 1})]
+        assert reader.waited < 2
 
     def test_blocking_receive_returns_waiting_message_at_once(self, layer):
         """A blocking receive with a message already queued does not wait."""
@@ -780,15 +773,27 @@ class ChannelLayerConformance:
         self._race([layer] * 4, total=200)
 
     @staticmethod
-    def _race(layers: list[BaseChannelLayer], total: int) -> None:
+    def _race(layers: list[BaseChannelLayer], total: int, receipts: bool = False) -> None:
+        """Send ``total`` numbered messages through ``layers[0]``, let one thread per
+        entry of ``layers`` receive until none is left, and check that each message
+        was received once. ``receipts``: the at-least-once channel ``sb.task.race``,
+        taken with ``receive_with_receipt`` (each with a receipt), not ``sb.race``."""
+        name = "sb.task.race" if receipts else "sb.race"
         for n in range(total):
-            layers[0].send("sb.race", {"n": n})
+            layers[0].send(name, {"n": n})
         got: list[int] = []
         lock = threading.Lock()
 
+        def receive(layer: BaseChannelLayer) -> tuple[str | None, Any]:
+            if not receipts:
+                return layer.receive([name])
+            channel, message, receipt = layer.receive_with_receipt([name])
+            assert channel is None or receipt is not None
+            return channel, message
+
         def drain(layer: BaseChannelLayer) -> None:
             while True:
-                channel, message = layer.receive(["sb.race"])
+                channel, message = receive(layer)
                 if channel is None:
                     return
                 with lock:
@@ -1046,47 +1051,19 @@ class ChannelLayerConformance:
         """Concurrent ``receive_with_receipt`` threads each get a different message; after
         ``ack_timeout`` all come back, in send order."""
         layer = make_layer(**ACK_OPTIONS, capacity=1000)
-        self._race_in_flight([layer] * 4, total=200)
+        self._race([layer] * 4, total=200, receipts=True)
         clock.advance(30)
         got = [layer.receive(["sb.task.race"])[1] for _ in range(200)]
         assert [message["n"] for message in got] == list(range(200))
 
-    @staticmethod
-    def _race_in_flight(layers: list[BaseChannelLayer], total: int) -> None:
-        for n in range(total):
-            layers[0].send("sb.task.race", {"n": n})
-        got: list[int] = []
-        lock = threading.Lock()
-
-        def drain(layer: BaseChannelLayer) -> None:
-            while True:
-                channel, message, receipt = layer.receive_with_receipt(["sb.task.race"])
-                if channel is None:
-                    return
-                assert receipt is not None
-                with lock:
-                    got.append(message["n"])
-
-        threads = [threading.Thread(target=drain, args=(lay,)) for lay in layers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert sorted(got) == list(range(total))
-
     def test_blocking_receive_with_receipt_wakes_on_send(self, acks_layer):
         """A blocked ``receive_with_receipt`` on an at-least-once channel wakes on a send,
         well before its timeout, and gets a receipt."""
-        result: list[Any] = []
-        reader = threading.Thread(target=lambda: result.append(
-            acks_layer.receive_with_receipt(["sb.other", "sb.task.w"], block=True, timeout=10)))
-        reader.start()
-        time.sleep(0.05)
-        started = time.monotonic()
-        acks_layer.send("sb.task.w", {"x": 1})
-        reader.join(10)
-        assert time.monotonic() - started < 2
-        [(channel, message, receipt)] = result
+        with BlockedReceive(lambda: acks_layer.receive_with_receipt(
+                ["sb.other", "sb.task.w"], block=True, timeout=10)) as reader:
+            acks_layer.send("sb.task.w", {"x": 1})
+        assert reader.waited < 2
+        [(channel, message, receipt)] = reader.results
         assert (channel, message, receipt.deliveries) == ("sb.task.w", {"x": 1}, 1)
         assert acks_layer.ack(receipt)
 
@@ -1213,16 +1190,10 @@ class ChannelLayerConformance:
         """Moving a due message into a channel wakes a receiver blocked on it."""
         layer.send_later("sb.later", {"x": 1}, 1)
         clock.advance(1)
-        result: list[Any] = []
-        reader = threading.Thread(target=lambda: result.append(
-            layer.receive(["sb.later"], block=True, timeout=10)))
-        reader.start()
-        time.sleep(0.05)
-        started = time.monotonic()
-        assert layer.deliver_due() == 1
-        reader.join(10)
-        assert result == [("sb.later", {"x": 1})]
-        assert time.monotonic() - started < 2
+        with BlockedReceive(lambda: layer.receive(["sb.later"], block=True, timeout=10)) as reader:
+            assert layer.deliver_due() == 1
+        assert reader.results == [("sb.later", {"x": 1})]
+        assert reader.waited < 2
 
     def test_due_message_to_an_at_least_once_channel_gets_a_receipt(self, acks_layer, clock):
         """A delivered scheduled message on an at-least-once channel is received with a
@@ -1264,15 +1235,9 @@ class SharedLayerConformance(ChannelLayerConformance):
         """A send through a second layer instance wakes a receiver blocked in the first."""
         first = make_layer()
         second = make_layer()
-        result: list[Any] = []
-        reader = threading.Thread(
-            target=lambda: result.append(first.receive(["srv!"], block=True, timeout=10))
-        )
-        reader.start()
-        time.sleep(0.05)
-        second.send("srv!x", {"x": 1})
-        reader.join(10)
-        assert result == [("srv!x", {"x": 1})]
+        with BlockedReceive(lambda: first.receive(["srv!"], block=True, timeout=10)) as reader:
+            second.send("srv!x", {"x": 1})
+        assert reader.results == [("srv!x", {"x": 1})]
 
     def test_messages_cross_layer_instances(self, make_layer):
         """A message sent through one layer instance is received through another."""
@@ -1316,20 +1281,16 @@ class SharedLayerConformance(ChannelLayerConformance):
         it is in flight."""
         first = make_layer(**ACK_OPTIONS, capacity=1000)
         second = make_layer(**ACK_OPTIONS, capacity=1000)
-        self._race_in_flight([first, second, first, second], total=200)
+        self._race([first, second, first, second], total=200, receipts=True)
 
     def test_blocking_receive_with_receipt_wakes_on_send_from_another_layer(self, make_layer):
         """A send through a second instance wakes a ``receive_with_receipt`` blocked on an
         at-least-once channel in the first."""
         first, second = make_layer(**ACK_OPTIONS), make_layer(**ACK_OPTIONS)
-        result: list[Any] = []
-        reader = threading.Thread(target=lambda: result.append(
-            first.receive_with_receipt(["sb.task.w"], block=True, timeout=10)))
-        reader.start()
-        time.sleep(0.05)
-        second.send("sb.task.w", {"x": 1})
-        reader.join(10)
-        assert [(channel, message) for channel, message, _ in result] == [
+        with BlockedReceive(lambda: first.receive_with_receipt(
+                ["sb.task.w"], block=True, timeout=10)) as reader:
+            second.send("sb.task.w", {"x": 1})
+        assert [(channel, message) for channel, message, _ in reader.results] == [
             ("sb.task.w", {"x": 1})]
 
     def test_scheduled_messages_outlive_the_scheduling_instance(self, make_layer, clock):

@@ -24,8 +24,9 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -37,6 +38,7 @@ logger = logging.getLogger("interface_server")
 
 _SIZE = re.compile(r"(?i)^\s*(\d+)\s*([kmg]i?b?|b)?\s*$")
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Size(click.ParamType):
@@ -52,6 +54,26 @@ class Size(click.ParamType):
             self.fail(f"{value!r} is not a size such as 1048576, 512K or 10M", param, ctx)
         unit = (match.group(2) or "").lower()[:1]
         return int(match.group(1)) * _UNITS[unit]
+
+
+def option(*decls: str, also_env: tuple[str, ...] = (), **attrs: Any) -> Callable[[F], F]:
+    """A ``click.option`` that the environment variable ``INTERFACESERVER_`` + its long
+    name (``--http-timeout``: ``INTERFACESERVER_HTTP_TIMEOUT``) also sets, else each of
+    ``also_env`` in turn; ``--help`` shows them."""
+    long_name = next(decl for decl in decls if decl.startswith("--")).split("/")[0]
+    own = "INTERFACESERVER_" + long_name[2:].replace("-", "_").upper()
+    envvar = [own, *also_env] if also_env else own
+    return click.option(*decls, envvar=envvar, show_envvar=True, **attrs)
+
+
+def seconds_option(name: str, default: float, help: str) -> Callable[[F], F]:
+    """An ``option`` taking a number of seconds (a float), ``default`` when not given."""
+    return option(name, type=float, default=default, help=help)
+
+
+def size_option(name: str, default: str, help: str) -> Callable[[F], F]:
+    """An ``option`` taking a byte ``Size``, ``default`` (such as ``"10M"``) when not given."""
+    return option(name, type=Size(), default=default, help=help)
 
 
 @dataclass
@@ -73,135 +95,95 @@ class Settings:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "show_default": True, "max_content_width": 100})
-@click.option("-b", "--bind", "host", envvar="INTERFACESERVER_BIND", show_envvar=True,
-              help="Interface to listen on [default: 127.0.0.1, or 0.0.0.0 when $PORT is set].")
-@click.option("-p", "--port", type=click.IntRange(0, 65535),
-              envvar=["INTERFACESERVER_PORT", "PORT"], show_envvar=True,
-              help="TCP port to listen on [default: 8000].")
-@click.option("-u", "--unix-socket", type=click.Path(dir_okay=False),
-              envvar="INTERFACESERVER_UNIX_SOCKET", show_envvar=True,
-              help="Listen on this UNIX socket path.")
-@click.option("--fd", "fds", type=int, multiple=True, envvar="INTERFACESERVER_FD",
-              show_envvar=True, help="Listen on an inherited socket file descriptor "
-              "(repeatable). systemd's LISTEN_FDS is used when no listener is given.")
-@click.option("-e", "--endpoint", "endpoints", multiple=True,
-              envvar="INTERFACESERVER_ENDPOINT", show_envvar=True,
-              help="A raw Twisted endpoint string, e.g. ssl:443:privateKey=key.pem "
-              "(repeatable).")
-@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False),
-              envvar="INTERFACESERVER_SSL_CERTFILE", show_envvar=True,
-              help="PEM certificate (the server's first, then any intermediates): the -b/-p, "
-              "-u and --fd listeners speak TLS (https, wss; HTTP/2 by ALPN). Needs "
-              "--ssl-keyfile.")
-@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False),
-              envvar="INTERFACESERVER_SSL_KEYFILE", show_envvar=True,
-              help="The unencrypted PEM private key of --ssl-certfile.")
-@click.option("--ssl-ca-certs", type=click.Path(exists=True, dir_okay=False),
-              envvar="INTERFACESERVER_SSL_CA_CERTS", show_envvar=True,
-              help="PEM CA certificates: require every client to present a certificate "
-              "signed by one of them (mutual TLS).")
-@click.option("--layer", envvar=["INTERFACESERVER_LAYER", "CHANNEL_LAYER_URL", "REDIS_URL"],
-              show_envvar=True, default=DEFAULT_LAYER_URL,
-              help="Channel layer URL (memory://, sqlite:///..., redis://...) or module:attr.")
-@click.option("--http-timeout", type=float, default=120.0, envvar="INTERFACESERVER_HTTP_TIMEOUT",
-              show_envvar=True, help="Seconds to wait for a response to start (504 after).")
-@click.option("--websocket-timeout", type=float, default=86400.0,
-              envvar="INTERFACESERVER_WEBSOCKET_TIMEOUT", show_envvar=True,
-              help="Maximum WebSocket lifetime in seconds; 0 or less: unlimited.")
-@click.option("--websocket-connect-timeout", type=float, default=5.0,
-              envvar="INTERFACESERVER_WEBSOCKET_CONNECT_TIMEOUT", show_envvar=True,
-              help="Seconds the application has to accept a WebSocket (403 after).")
-@click.option("--ping-interval", type=float, default=20.0,
-              envvar="INTERFACESERVER_PING_INTERVAL", show_envvar=True,
-              help="Ping a WebSocket quiet for this many seconds; 0: never.")
-@click.option("--ping-timeout", type=float, default=30.0, envvar="INTERFACESERVER_PING_TIMEOUT",
-              show_envvar=True, help="Drop a WebSocket whose ping is unanswered this long.")
-@click.option("--header-timeout", type=float, default=20.0,
-              envvar="INTERFACESERVER_HEADER_TIMEOUT", show_envvar=True,
-              help="Seconds a client may take to send a request head (408 after).")
-@click.option("--keep-alive-timeout", type=float, default=20.0,
-              envvar="INTERFACESERVER_KEEP_ALIVE_TIMEOUT", show_envvar=True,
-              help="Seconds an idle keep-alive connection stays open.")
-@click.option("--body-timeout", type=float, default=20.0,
-              envvar="INTERFACESERVER_BODY_TIMEOUT", show_envvar=True,
-              help="Seconds a request body may go without a byte arriving (408 after).")
-@click.option("--root-path", default="", envvar="INTERFACESERVER_ROOT_PATH", show_envvar=True,
-              help="The prefix this server is mounted at (the messages' root_path).")
-@click.option("--proxy-headers/--no-proxy-headers", default=False,
-              envvar="INTERFACESERVER_PROXY_HEADERS", show_envvar=True,
-              help="Believe X-Forwarded-For/-Proto/-Port from --forwarded-allow-ips.")
-@click.option("--forwarded-allow-ips", default="127.0.0.1,::1",
-              envvar=["INTERFACESERVER_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"],
-              show_envvar=True, help="Comma-separated proxy IPs/CIDRs to trust, or '*'.")
-@click.option("--ws-protocol", "ws_protocols", multiple=True,
-              envvar="INTERFACESERVER_WS_PROTOCOL", show_envvar=True,
-              help="A WebSocket subprotocol to agree to when offered (repeatable).")
-@click.option("--ws-allowed-origin", "ws_allowed_origins", multiple=True,
-              envvar="INTERFACESERVER_WS_ALLOWED_ORIGIN", show_envvar=True,
-              help="An Origin a WebSocket handshake may come from, e.g. "
-              "https://*.example.com (repeatable) [default: any].")
-@click.option("--max-body-size", type=Size(), default="10M",
-              envvar="INTERFACESERVER_MAX_BODY_SIZE", show_envvar=True,
-              help="Largest request body (413 past it); 0: unlimited.")
-@click.option("--max-ws-message-size", type=Size(), default="512K",
-              envvar="INTERFACESERVER_MAX_WS_MESSAGE_SIZE", show_envvar=True,
-              help="Largest WebSocket message (closed with 1009 past it).")
-@click.option("--max-output-buffer", type=Size(), default="16M",
-              envvar="INTERFACESERVER_MAX_OUTPUT_BUFFER", show_envvar=True,
-              help="Unread bytes a client may leave buffered before it is cut off.")
-@click.option("--limit-concurrency", type=click.IntRange(min=1),
-              envvar="INTERFACESERVER_LIMIT_CONCURRENCY", show_envvar=True,
-              help="Answer 503 past this many open connections.")
-@click.option("--graceful-timeout", type=float, default=30.0,
-              envvar="INTERFACESERVER_GRACEFUL_TIMEOUT", show_envvar=True,
-              help="Seconds to let in-flight requests finish on SIGTERM.")
-@click.option("--access-log/--no-access-log", default=True,
-              envvar="INTERFACESERVER_ACCESS_LOG", show_envvar=True,
-              help="Write one line per request to stdout.")
-@click.option("--access-log-format", envvar="INTERFACESERVER_ACCESS_LOG_FORMAT",
-              show_envvar=True, help="A str.format template; fields: client, time, "
-              "iso_time, method, path, http_version, status, size, referer, user_agent, "
-              "duration, duration_ms, protocol.")
-@click.option("--access-log-json", is_flag=True, default=False,
-              envvar="INTERFACESERVER_ACCESS_LOG_JSON", show_envvar=True,
-              help="Write access-log lines as JSON objects.")
-@click.option("--metrics/--no-metrics", default=False, envvar="INTERFACESERVER_METRICS",
-              show_envvar=True, help="Serve Prometheus metrics at --metrics-path.")
-@click.option("--metrics-path", default="/metrics", envvar="INTERFACESERVER_METRICS_PATH",
-              show_envvar=True, help="The path of --metrics.")
-@click.option("--health/--no-health", default=False, envvar="INTERFACESERVER_HEALTH",
-              show_envvar=True, help="Serve liveness at --health-path and readiness (a layer "
-              "round trip, a live worker for http.request) at --ready-path.")
-@click.option("--health-path", default="/-/health", envvar="INTERFACESERVER_HEALTH_PATH",
-              show_envvar=True, help="The liveness path of --health.")
-@click.option("--ready-path", default="/-/ready", envvar="INTERFACESERVER_READY_PATH",
-              show_envvar=True, help="The readiness path of --health.")
-@click.option("--dashboard/--no-dashboard", default=False, envvar="INTERFACESERVER_DASHBOARD",
-              show_envvar=True, help="Serve a live dashboard at --dashboard-path (its JSON "
-              "feed at PATH.json).")
-@click.option("--dashboard-path", default="/-/dashboard",
-              envvar="INTERFACESERVER_DASHBOARD_PATH", show_envvar=True,
-              help="The path of --dashboard.")
-@click.option("--ops-port", type=click.IntRange(0, 65535), envvar="INTERFACESERVER_OPS_PORT",
-              show_envvar=True, help="Serve the enabled metrics, health and dashboard on this "
-              "port only, not on the application's.")
-@click.option("--ops-bind", default="127.0.0.1", envvar="INTERFACESERVER_OPS_BIND",
-              show_envvar=True, help="The interface --ops-port listens on.")
-@click.option("--ops-interval", type=click.FloatRange(min=0.1), default=2.0,
-              envvar="INTERFACESERVER_OPS_INTERVAL", show_envvar=True,
-              help="Seconds between two looks at the layer for --metrics and --dashboard.")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=5.0,
-              envvar="INTERFACESERVER_HEARTBEAT_INTERVAL", show_envvar=True,
-              metavar="SECONDS",
-              help="This server beats in the layer's registry five times per interval and "
-                   "is shown stale within one interval if it stops; it re-reads the live "
-                   "workers at least every fifth of it. Use the workers' interval.")
-@click.option("-v", "--verbosity", type=click.IntRange(0, 2), default=1,
-              envvar="INTERFACESERVER_VERBOSITY", show_envvar=True,
-              help="0: warnings, 1: info, 2: debug.")
-@click.option("--reload", is_flag=True, default=False, envvar="INTERFACESERVER_RELOAD",
-              show_envvar=True, help="Development: restart the server whenever a .py file "
-                                     "under the current directory changes.")
+@option("-b", "--bind", "host",
+        help="Interface to listen on [default: 127.0.0.1, or 0.0.0.0 when $PORT is set].")
+@option("-p", "--port", type=click.IntRange(0, 65535), also_env=("PORT",),
+        help="TCP port to listen on [default: 8000].")
+@option("-u", "--unix-socket", type=click.Path(dir_okay=False),
+        help="Listen on this UNIX socket path.")
+@option("--fd", "fds", type=int, multiple=True,
+        help="Listen on an inherited socket file descriptor (repeatable). systemd's "
+        "LISTEN_FDS is used when no listener is given.")
+@option("-e", "--endpoint", "endpoints", multiple=True,
+        help="A raw Twisted endpoint string, e.g. ssl:443:privateKey=key.pem (repeatable).")
+@option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False),
+        help="PEM certificate (the server's first, then any intermediates): the -b/-p, -u "
+        "and --fd listeners speak TLS (https, wss; HTTP/2 by ALPN). Needs --ssl-keyfile.")
+@option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False),
+        help="The unencrypted PEM private key of --ssl-certfile.")
+@option("--ssl-ca-certs", type=click.Path(exists=True, dir_okay=False),
+        help="PEM CA certificates: require every client to present a certificate signed by "
+        "one of them (mutual TLS).")
+@option("--layer", also_env=("CHANNEL_LAYER_URL", "REDIS_URL"), default=DEFAULT_LAYER_URL,
+        help="Channel layer URL (memory://, sqlite:///..., redis://...) or module:attr.")
+@seconds_option("--http-timeout", 120.0,
+                "Seconds to wait for a response to start (504 after).")
+@seconds_option("--websocket-timeout", 86400.0,
+                "Maximum WebSocket lifetime in seconds; 0 or less: unlimited.")
+@seconds_option("--websocket-connect-timeout", 5.0,
+                "Seconds the application has to accept a WebSocket (403 after).")
+@seconds_option("--ping-interval", 20.0,
+                "Ping a WebSocket quiet for this many seconds; 0: never.")
+@seconds_option("--ping-timeout", 30.0, "Drop a WebSocket whose ping is unanswered this long.")
+@seconds_option("--header-timeout", 20.0,
+                "Seconds a client may take to send a request head (408 after).")
+@seconds_option("--keep-alive-timeout", 20.0, "Seconds an idle keep-alive connection stays open.")
+@seconds_option("--body-timeout", 20.0,
+                "Seconds a request body may go without a byte arriving (408 after).")
+@option("--root-path", default="",
+        help="The prefix this server is mounted at (the messages' root_path).")
+@option("--proxy-headers/--no-proxy-headers", default=False,
+        help="Believe X-Forwarded-For/-Proto/-Port from --forwarded-allow-ips.")
+@option("--forwarded-allow-ips", default="127.0.0.1,::1", also_env=("FORWARDED_ALLOW_IPS",),
+        help="Comma-separated proxy IPs/CIDRs to trust, or '*'.")
+@option("--ws-protocol", "ws_protocols", multiple=True,
+        help="A WebSocket subprotocol to agree to when offered (repeatable).")
+@option("--ws-allowed-origin", "ws_allowed_origins", multiple=True,
+        help="An Origin a WebSocket handshake may come from, e.g. https://*.example.com "
+        "(repeatable) [default: any].")
+@size_option("--max-body-size", "10M", "Largest request body (413 past it); 0: unlimited.")
+@size_option("--max-ws-message-size", "512K",
+             "Largest WebSocket message (closed with 1009 past it).")
+@size_option("--max-output-buffer", "16M",
+             "Unread bytes a client may leave buffered before it is cut off.")
+@option("--limit-concurrency", type=click.IntRange(min=1),
+        help="Answer 503 past this many open connections.")
+@seconds_option("--graceful-timeout", 30.0,
+                "Seconds to let in-flight requests finish on SIGTERM.")
+@option("--access-log/--no-access-log", default=True,
+        help="Write one line per request to stdout.")
+@option("--access-log-format",
+        help="A str.format template; fields: client, time, iso_time, method, path, "
+        "http_version, status, size, referer, user_agent, duration, duration_ms, protocol.")
+@option("--access-log-json", is_flag=True, default=False,
+        help="Write access-log lines as JSON objects.")
+@option("--metrics/--no-metrics", default=False,
+        help="Serve Prometheus metrics at --metrics-path.")
+@option("--metrics-path", default="/metrics", help="The path of --metrics.")
+@option("--health/--no-health", default=False,
+        help="Serve liveness at --health-path and readiness (a layer round trip, a live "
+        "worker for http.request) at --ready-path.")
+@option("--health-path", default="/-/health", help="The liveness path of --health.")
+@option("--ready-path", default="/-/ready", help="The readiness path of --health.")
+@option("--dashboard/--no-dashboard", default=False,
+        help="Serve a live dashboard at --dashboard-path (its JSON feed at PATH.json).")
+@option("--dashboard-path", default="/-/dashboard", help="The path of --dashboard.")
+@option("--ops-port", type=click.IntRange(0, 65535),
+        help="Serve the enabled metrics, health and dashboard on this port only, not on the "
+        "application's.")
+@option("--ops-bind", default="127.0.0.1", help="The interface --ops-port listens on.")
+@option("--ops-interval", type=click.FloatRange(min=0.1), default=2.0,
+        help="Seconds between two looks at the layer for --metrics and --dashboard.")
+@option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=5.0,
+        metavar="SECONDS",
+        help="This server beats in the layer's registry five times per interval and is "
+        "shown stale within one interval if it stops; it re-reads the live workers at "
+        "least every fifth of it. Use the workers' interval.")
+@option("-v", "--verbosity", type=click.IntRange(0, 2), default=1,
+        help="0: warnings, 1: info, 2: debug.")
+@option("--reload", is_flag=True, default=False,
+        help="Development: restart the server whenever a .py file under the current "
+        "directory changes.")
 @click.pass_context
 def main(ctx: click.Context, **options: Any) -> None:
     """Serve HTTP and WebSockets, turning them into channel-layer messages.

@@ -10,6 +10,7 @@ need. Tests never touch a shared server on 6379 and never use fakeredis.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -26,6 +27,14 @@ START_TIMEOUT = 10.0
 
 class RedisServerError(RuntimeError):
     """``redis-server`` is missing or did not start; the message says why."""
+
+
+_prefixes = itertools.count()
+
+
+def fresh_prefix(tag: str = "t") -> str:
+    """A Redis key prefix no other test uses (and no other prefix starts with)."""
+    return f"sbtest:{tag}{next(_prefixes)}:"
 
 
 def free_port() -> int:

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from tests.deploy.helpers import stop
+
 ROOT = Path(__file__).resolve().parents[1]
 MANAGE = ROOT / "deploy" / "example" / "manage.py"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -99,24 +101,14 @@ class Example:
                     + self.log.read_text(errors="replace"))
 
     def stop_server(self) -> None:
-        _stop(self.server)
+        stop(self.server)
 
     def start_server(self) -> None:
         self.server = self._start_server()
 
     def close(self) -> None:
         for process in [self.server, *self.others]:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+            stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from asgi_spec.acks import wants_receipts
 from asgi_spec.exceptions import ChannelLayerError, MessageFormatError, MessageTooLarge
 from asgi_spec.registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, has_registry
 from worker.backoff import Backoff
+from worker.stop_signals import stop_signals
 from worker.worker import default_name
 
 logger = logging.getLogger("worker.delay")
@@ -167,22 +168,17 @@ class DelayServer:
 
     def run(self, install_signals: bool = True) -> int:
         """Loop until stopped; return 0."""
-        previous = {}
-        if install_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, self._on_signal)
-        logger.info("delay server %s (pid %d) consumes %s", self.name, os.getpid(),
-                    formats.ASGI_DELAY)
         beat_at = 0.0
         try:
-            while not self._stopping.is_set():
-                if time.monotonic() >= beat_at:
-                    self.heartbeat()
-                    beat_at = time.monotonic() + self.heartbeat_interval
-                self.run_once(block=True)
+            with stop_signals(self._on_signal, install_signals):
+                logger.info("delay server %s (pid %d) consumes %s", self.name, os.getpid(),
+                            formats.ASGI_DELAY)
+                while not self._stopping.is_set():
+                    if time.monotonic() >= beat_at:
+                        self.heartbeat()
+                        beat_at = time.monotonic() + self.heartbeat_interval
+                    self.run_once(block=True)
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
             if has_registry(self.layer):
                 try:
                     self.layer.unregister_process(KIND_DELAY, self.name)

@@ -34,6 +34,7 @@ from typing import Any
 
 from asgi_spec.registry import KIND_WORKER
 from worker.backoff import Backoff
+from worker.stop_signals import stop_signals
 
 logger = logging.getLogger("worker.supervisor")
 
@@ -180,16 +181,9 @@ class Supervisor:
 
     def run(self, install_signals: bool = True) -> int:
         """Start the children and keep them running until a signal; return the exit code."""
-        previous = {}
-        if install_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, self._on_signal)
-        try:
+        with stop_signals(self._on_signal, install_signals):
             self.start()
             while not self._stopping.wait(self.poll_interval):
                 self.poll_once()
             logger.info("stopping %d worker process(es)", len(self.slots))
             return self.stop()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)

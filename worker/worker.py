@@ -55,6 +55,7 @@ from worker.exceptions import ConsumeLater, DenyConnection
 from worker.message import RETRIES_KEY, Message
 from worker.outbox import Batch, Outbox, before_immediate, current_batch, send_with_retry
 from worker.routing import Router
+from worker.stop_signals import stop_signals
 
 logger = logging.getLogger("worker")
 
@@ -442,13 +443,9 @@ class Worker:
 
     def run(self, install_signals: bool = True) -> int:
         """Run until stopped; return 0 after a clean stop, 1 if consumers overran."""
-        previous = {}
-        if install_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, self._on_signal)
-        logger.info("worker %s (pid %d, %d thread(s)) consumes %s", self.name, os.getpid(),
-                    self.threads, ", ".join(self.channels))
-        try:
+        with stop_signals(self._on_signal, install_signals):
+            logger.info("worker %s (pid %d, %d thread(s)) consumes %s", self.name, os.getpid(),
+                        self.threads, ", ".join(self.channels))
             beat = self.heartbeat()
             loops = [threading.Thread(target=self._loop, name=f"{self.name}-{n}", daemon=True)
                      for n in range(self.threads)]
@@ -468,9 +465,6 @@ class Worker:
             overran = sum(thread.is_alive() for thread in loops)
             self.unregister()
             self._async.stop()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
         if overran:
             logger.error("worker %s: %d consumer(s) still running after %.0f s; exiting anyway",
                          self.name, overran, self.shutdown_timeout)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgi_spec import registry
+from asgi_spec.ops.durations import duration
 from asgi_spec.ops.snapshot import HTTP_REQUEST, ChannelStatus, Snapshot
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -83,13 +84,8 @@ def _s(n: float, word: str) -> str:
 
 
 def _seconds(value: float) -> str:
-    if value < 10:
-        return f"{value:.1f} s"
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 7200:
-        return f"{value / 60:.0f} min"
-    return f"{value / 3600:.1f} h"
+    """``value`` seconds as problems write it: ``12 s``, ``5 min``, ``55.6 h`` (never days)."""
+    return duration(value, days=False)
 
 
 def diagnose(snapshot: Snapshot, now: float, *, previous: Snapshot | None = None,

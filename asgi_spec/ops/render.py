@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from asgi_spec.ops.diagnose import ERROR, INFO, WARNING, Problem, healthy
+from asgi_spec.ops.durations import duration
 from asgi_spec.ops.snapshot import Snapshot
 
 BAR_WIDTH = 10
@@ -26,17 +27,7 @@ def fill_bar(fill: float, width: int = BAR_WIDTH) -> str:
 
 def ago(seconds: float | None) -> str:
     """``0.4 s``, ``12 s``, ``5 min``, ``3.2 h``, ``2.0 d``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    return "-" if seconds is None else duration(seconds)
 
 
 def _cell(value: Any) -> str:

@@ -7,13 +7,10 @@ message), across shards too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import pickle
 import re
 import sqlite3
 import struct
-import threading
 import time
 from typing import Any
 
@@ -22,15 +19,12 @@ import pytest
 
 from asgi_spec import LayerConfigError, layer_from_url
 from asgi_spec.acks import AtLeastOnceRules, Receipt, make_receipt, split_receipt
-from asgi_spec.exceptions import LayerUnavailable
 from asgi_spec.layers.memory import MemoryChannelLayer
 from asgi_spec.layers.redis import RedisChannelLayer
 from asgi_spec.layers.redis import config as redis_config
 from asgi_spec.layers.redis.scripts import make_envelope, read_envelope
 from asgi_spec.layers.sqlite import SQLiteChannelLayer
-from asgi_spec.testing import FakeClock
-
-_prefixes = itertools.count()
+from asgi_spec.testing import BlockedReceive, FakeClock
 
 # -- options and URLs -----------------------------------------------------------
 
@@ -89,15 +83,21 @@ def test_receipt_is_a_str_with_deliveries():
     assert split_receipt("tasks.a@x@y") is None
 
 
-def test_memory_blocked_receiver_sees_a_redelivery_without_a_send():
-    """A blocked receiver notices an in-flight message coming due (real clock)."""
-    layer = MemoryChannelLayer(at_least_once=["t"], ack_timeout=0.2)
+def check_blocked_receiver_sees_a_redelivery(layer: Any) -> None:
+    """A receiver blocked on ``t`` (at-least-once, ``ack_timeout`` 0.2 s) gets the message
+    it took and left unacknowledged back well within 2 s, with no send."""
     layer.send("t", {"x": 1})
     layer.receive_with_receipt(["t"])
     started = time.monotonic()
     channel, _, receipt = layer.receive_with_receipt(["t"], block=True, timeout=5)
     assert channel == "t" and receipt.deliveries == 2
     assert time.monotonic() - started < 2
+
+
+def test_memory_blocked_receiver_sees_a_redelivery_without_a_send():
+    """A blocked receiver notices an in-flight message coming due (real clock)."""
+    check_blocked_receiver_sees_a_redelivery(
+        MemoryChannelLayer(at_least_once=["t"], ack_timeout=0.2))
 
 
 # -- SQLite ---------------------------------------------------------------------
@@ -128,35 +128,12 @@ def test_sqlite_blocked_receiver_sees_a_redelivery_without_a_send(tmp_path):
     """A blocked SQLite receiver wakes when an in-flight message comes due (real clock)."""
     layer = SQLiteChannelLayer(tmp_path / "l.db", at_least_once=["t"], ack_timeout=0.2)
     try:
-        layer.send("t", {"x": 1})
-        layer.receive_with_receipt(["t"])
-        started = time.monotonic()
-        channel, _, receipt = layer.receive_with_receipt(["t"], block=True, timeout=5)
-        assert channel == "t" and receipt.deliveries == 2
-        assert time.monotonic() - started < 2
+        check_blocked_receiver_sees_a_redelivery(layer)
     finally:
         layer.close()
 
 
 # -- Redis ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def make(redis_url: str):
-    """Redis layers on the session server with fresh prefixes; flushed and closed after."""
-    made: list[RedisChannelLayer] = []
-
-    def build(hosts: Any = None, **options: Any) -> RedisChannelLayer:
-        options.setdefault("prefix", f"sbtest:acks{next(_prefixes)}:")
-        layer = RedisChannelLayer(hosts=hosts or [redis_url], **options)
-        made.append(layer)
-        return layer
-
-    yield build
-    for layer in made:
-        with contextlib.suppress(LayerUnavailable):
-            layer.flush()
-        layer.close()
 
 
 def _bells(layer: RedisChannelLayer, queue: str) -> int:
@@ -208,14 +185,10 @@ def test_redis_blocked_receipt_receive_puts_the_message_in_flight(make):
     """After a blocked ``receive_with_receipt`` wakes, its message is in the in-flight
     set with a deadline, and ``ack`` removes it there."""
     layer = make(at_least_once=["tasks"], ack_timeout=30)
-    result: list[Any] = []
-    reader = threading.Thread(target=lambda: result.append(
-        layer.receive_with_receipt(["tasks"], block=True, timeout=5)))
-    reader.start()
-    time.sleep(0.05)
-    layer.send("tasks", {"x": 1})
-    reader.join(5)
-    [(_, _, receipt)] = result
+    with BlockedReceive(lambda: layer.receive_with_receipt(["tasks"], block=True, timeout=5),
+                        patience=5) as reader:
+        layer.send("tasks", {"x": 1})
+    [(_, _, receipt)] = reader.results
     client = layer._shard_of("tasks").client
     assert client.zcard(f"{layer.prefix}f:tasks") == 1
     assert layer.ack(receipt)
@@ -254,14 +227,10 @@ def test_redis_sharded_blocking_receive_with_receipts(make, redis_shard_urls):
     channels = sorted({layer._ring.index_of(f"sb.s{n}"): f"sb.s{n}"
                        for n in range(1000)}.values())
     for channel in channels:
-        result: list[Any] = []
-        reader = threading.Thread(target=lambda result=result: result.append(
-            layer.receive_with_receipt(channels, block=True, timeout=5)))
-        reader.start()
-        time.sleep(0.05)
-        layer.send(channel, {"to": channel})
-        reader.join(5)
-        [(got, message, receipt)] = result
+        with BlockedReceive(lambda: layer.receive_with_receipt(channels, block=True, timeout=5),
+                            patience=5) as reader:
+            layer.send(channel, {"to": channel})
+        [(got, message, receipt)] = reader.results
         assert (got, message) == (channel, {"to": channel})
         assert layer.ack(receipt)
 
@@ -350,16 +319,11 @@ def test_redis_sender_without_the_option_still_wakes_a_receiver(make):
     receiver registered the queue as at-least-once in Redis."""
     receiver = make(at_least_once=["tasks"])
     sender = make(prefix=receiver.prefix)
-    result: list[Any] = []
-    reader = threading.Thread(target=lambda: result.append(
-        receiver.receive_with_receipt(["tasks"], block=True, timeout=5)))
-    reader.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    sender.send("tasks", {"x": 1})
-    reader.join(5)
-    assert time.monotonic() - started < 0.5
-    [(channel, message, receipt)] = result
+    with BlockedReceive(lambda: receiver.receive_with_receipt(["tasks"], block=True, timeout=5),
+                        settle=0.1, patience=5) as reader:
+        sender.send("tasks", {"x": 1})
+    assert reader.waited < 0.5
+    [(channel, message, receipt)] = reader.results
     assert (channel, message, receipt.deliveries) == ("tasks", {"x": 1}, 1)
 
 

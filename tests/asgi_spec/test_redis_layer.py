@@ -8,8 +8,6 @@ Every test talks to private ``redis-server`` processes started by fixtures in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -26,15 +24,7 @@ from asgi_spec.layers.redis import config as redis_config
 from asgi_spec.layers.redis.ring import HashRing
 from asgi_spec.layers.redis.scripts import make_envelope, read_envelope
 from asgi_spec.testing import FakeClock
-from tests.redis_server import RedisServer, make_tls_files
-
-_prefixes = itertools.count()
-
-
-def fresh_prefix(tag: str = "t") -> str:
-    """A key prefix no other test uses (and no other prefix starts with)."""
-    return f"sbtest:{tag}{next(_prefixes)}:"
-
+from tests.redis_server import RedisServer, fresh_prefix, make_tls_files
 
 # -- the conformance suite --------------------------------------------------
 
@@ -69,24 +59,6 @@ class TestEncryptedRedisLayer(TestRedisLayer):
 
 
 # -- helpers ----------------------------------------------------------------
-
-
-@pytest.fixture
-def make(redis_url: str):
-    """Build layers on the session server with a fresh prefix; flush and close after."""
-    made: list[RedisChannelLayer] = []
-
-    def build(hosts: Any = None, **options: Any) -> RedisChannelLayer:
-        options.setdefault("prefix", fresh_prefix())
-        layer = RedisChannelLayer(hosts=hosts or [redis_url], **options)
-        made.append(layer)
-        return layer
-
-    yield build
-    for layer in made:
-        with contextlib.suppress(LayerUnavailable):
-            layer.flush()
-        layer.close()
 
 
 def ring_index(layer: RedisChannelLayer, name: str) -> int:

@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,6 +296,16 @@ def django_env(project: Path, server: str, redis_url: str, *path: Path) -> dict[
     }
 
 
+@contextlib.contextmanager
+def stopped_on_failure(stack: Stack) -> Iterator[Stack]:
+    """Stop every process of ``stack`` (and undo its clean-ups) if the block raises."""
+    try:
+        yield stack
+    except BaseException:
+        stack.stop()
+        raise
+
+
 #: ``runworker --batch-size`` for the benchmark's fast consumers.
 WORKER_BATCH_SIZE = 16
 
@@ -318,7 +328,7 @@ def start_switchboard(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     token = secrets.token_hex(3)
     names = [f"bench-{token}-{n}" for n in range(workers)]
-    try:
+    with stopped_on_failure(stack):
         cwd = ROOT
         if django:
             cwd = copy_project(stack)
@@ -377,9 +387,6 @@ def start_switchboard(
         stack.procs.insert(0, server)
         stack.server = server
         wait_http_ready(stack)
-    except BaseException:
-        stack.stop()
-        raise
     return stack
 
 
@@ -405,102 +412,75 @@ def django_bridge_missing() -> str | None:
     return None
 
 
+def serve(stack: Stack, args: list[str], logdir: Path, **popen: Any) -> None:
+    """Start ``args`` as the stack's server, named after the stack, and wait until it
+    answers GET / with 200."""
+    stack.server = Proc(stack.name, args, logdir, **popen)
+    stack.procs.append(stack.server)
+    wait_http_ready(stack)
+
+
+def uvicorn_command(app: str, app_dir: Path, port: int) -> list[str]:
+    """uvicorn (uvloop, httptools, backlog 2048, no access log) serving ``app`` on ``port``."""
+    uvicorn = Path(venv_python("uvicorn")).parent / "uvicorn"
+    return [
+        str(uvicorn),
+        app,
+        "--app-dir",
+        str(app_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "2048",
+    ]
+
+
 def start_daphne(redis_url: str, logdir: Path) -> Stack:
     stack = Stack(DAPHNE, free_port())
-    try:
+    with stopped_on_failure(stack):
         project = copy_project(stack)
-        env = django_env(project, "daphne", redis_url)
         daphne = Path(venv_python("daphne")).parent / "daphne"
         # Twisted's default listen backlog (50) would make the thousands of
         # connects of fan-out and idle crawl; the peer gets 2048 like the others.
         endpoint = f"tcp:port={stack.port}:interface=127.0.0.1:backlog=2048"
-        stack.server = Proc(
-            DAPHNE,
+        serve(
+            stack,
             [str(daphne), "-e", endpoint, "-v", "0", "benchsite.asgi:application"],
             logdir,
             cwd=project,
-            env=env,
+            env=django_env(project, "daphne", redis_url),
         )
-        stack.procs.append(stack.server)
-        wait_http_ready(stack)
-    except BaseException:
-        stack.stop()
-        raise
     return stack
 
 
 def start_uvicorn(logdir: Path) -> Stack:
     stack = Stack(UVICORN, free_port())
-    try:
-        uvicorn = Path(venv_python("uvicorn")).parent / "uvicorn"
-        stack.server = Proc(
-            UVICORN,
-            [
-                str(uvicorn),
-                "--app-dir",
-                str(PEERS),
-                "raw_asgi:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(stack.port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--backlog",
-                "2048",
-            ],
-            logdir,
-            cwd=ROOT,
-        )
-        stack.procs.append(stack.server)
-        wait_http_ready(stack)
-    except BaseException:
-        stack.stop()
-        raise
+    with stopped_on_failure(stack):
+        serve(stack, uvicorn_command("raw_asgi:app", PEERS, stack.port), logdir, cwd=ROOT)
     return stack
 
 
 def start_uvicorn_django(logdir: Path) -> Stack:
     """uvicorn (uvloop, httptools) running Django's own ASGI handler of the project."""
     stack = Stack(UVICORN_DJANGO, free_port())
-    try:
+    with stopped_on_failure(stack):
         project = copy_project(stack)
-        uvicorn = Path(venv_python("uvicorn")).parent / "uvicorn"
-        stack.server = Proc(
-            UVICORN_DJANGO,
-            [
-                str(uvicorn),
-                "benchsite.django_asgi:application",
-                "--app-dir",
-                str(project),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(stack.port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--backlog",
-                "2048",
-            ],
+        serve(
+            stack,
+            uvicorn_command("benchsite.django_asgi:application", project, stack.port),
             logdir,
             cwd=project,
             env=django_env(project, "django", ""),
         )
-        stack.procs.append(stack.server)
-        wait_http_ready(stack)
-    except BaseException:
-        stack.stop()
-        raise
     return stack
 
 

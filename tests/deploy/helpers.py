@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.redis_server import free_port as free_port  # the deploy tests take it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -29,12 +30,6 @@ def clean_env(**extra: str) -> dict[str, str]:
                         "DJANGO_SETTINGS_MODULE", "WEB_CONCURRENCY"}}
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def which(tool: str) -> str | None:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.redis_server import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -43,12 +45,6 @@ def clean_env(**extra: str) -> dict[str, str]:
            and k not in ("CHANNEL_LAYER_URL", "REDIS_URL", "PORT")}
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], T], what: str, timeout: float = 20.0,
