@@ -51,42 +51,32 @@ How this works:
 Connection pools are unbounded by default (``max_connections`` in
 ``connection_kwargs`` caps them): a group send to thousands of members or a
 thousand blocked receivers must not fail for want of a connection.
+
+Code layout: this module holds the layer's construction, placement, script
+arguments, sends, groups and the rest; every receive is written once, as steps
+(``receiving.py``), carried out by the blocking I/O of ``sync_io.py`` or by its
+asyncio twin ``async_io.py``; ``connections.py`` holds the shards and their pools.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import itertools
 import logging
-import math
-import os
-import random
 import struct
 import threading
-import time
-import weakref
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
 import redis.asyncio
-import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.sentinel
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from asgi_spec import names
-from asgi_spec.acks import make_receipt
 from asgi_spec.base import BaseChannelLayer
-from asgi_spec.base import Popped as Delivery
 from asgi_spec.exceptions import (
     ChannelFull,
     ChannelLayerError,
@@ -94,28 +84,42 @@ from asgi_spec.exceptions import (
     LayerUnavailable,
 )
 from asgi_spec.layers.redis import config
+from asgi_spec.layers.redis.async_io import _AsyncIO
+
+# (noqa: F401) names that lived in this module before its split stay importable from it.
+from asgi_spec.layers.redis.connections import (  # noqa: F401
+    _NETWORK_ERRORS,
+    BLOCK_SLICE,
+    BLOCK_SOCKET_TIMEOUT,
+    DEFAULT_RETRY_ATTEMPTS,
+    RETRY_BASE,
+    RETRY_CAP,
+    Popped,
+    _AConns,
+    _client_kwargs,
+    _Conns,
+    _LoopClients,
+    _pack,
+    _pack_command,
+    _retry,
+    _seconds,
+    _Shard,
+)
+from asgi_spec.layers.redis.receiving import Steps, _next_retry, _NoMpop, _Receiving  # noqa: F401
 from asgi_spec.layers.redis.ring import HashRing
 from asgi_spec.layers.redis.scripts import (
     SCRIPTS,
-    Script,
     envelope_head,
     envelope_tail,
     make_envelope,
     read_envelope,
     schedule_record,
 )
+from asgi_spec.layers.redis.sync_io import (
+    _Race,  # noqa: F401
+    _SyncIO,
+)
 from asgi_spec.options import check_options
-
-try:
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
-    from redis.connection import PythonRespSerializer
-
-    _SERIALIZER = PythonRespSerializer(6000, lambda value: (
-        value if isinstance(value, bytes) else str(value).encode()))
-
-    def _pack_command(args: tuple[Any, ...]) -> bytes:
-        return b"".join(_SERIALIZER.pack(*args))
 
 log = logging.getLogger("asgi_spec.layers.redis")
 
@@ -123,28 +127,6 @@ log = logging.getLogger("asgi_spec.layers.redis")
 TTL_MARGIN = 60
 #: Life (s) of a normal channel's counters after their last change.
 STATS_TTL = 86400
-#: Longest single ``BLPOP`` (s); longer waits re-arm it (one command per slice).
-BLOCK_SLICE = 10.0
-#: Socket timeout of blocking connections: always longer than a ``BLPOP``.
-BLOCK_SOCKET_TIMEOUT = BLOCK_SLICE + 10.0
-#: Default retries of a command on connection errors, with exponential backoff.
-DEFAULT_RETRY_ATTEMPTS = 3
-RETRY_BASE = 0.05
-RETRY_CAP = 1.0
-
-_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError)
-Popped = tuple["_Shard", str, bytes | None]  # envelope None: a bell (a wake-up)
-
-
-def _pack(*args: Any) -> list[bytes]:
-    """One command in the Redis protocol, as ``send_packed_command`` takes it
-    (hiredis's packer directly: redis-py's wrapper copies every argument)."""
-    return [_pack_command(args)]
-
-
-def _seconds(wait: float) -> str:
-    """A ``BLPOP`` timeout: at least 1 ms (Redis reads 0 as "wait forever")."""
-    return f"{max(math.ceil(wait * 1000), 1) / 1000:.3f}"
 
 
 def _pairs(flat: list[Any]) -> Iterable[tuple[str, str]]:
@@ -156,230 +138,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _retry(attempts: int, *, for_async: bool = False) -> Any:
-    backoff = ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE) if attempts else NoBackoff()
-    cls = redis.asyncio.retry.Retry if for_async else Retry
-    return cls(backoff, attempts)
-
-
-def _next_retry(exc: LayerUnavailable, delay: float, remaining: float) -> float | None:
-    """The pause before a blocking receive tries an unreachable server again (the last
-    pause doubled, from ``RETRY_BASE`` up to ``RETRY_CAP``), logged; ``None`` when no
-    time is left."""
-    if remaining <= 0:
-        return None
-    delay = min(max(delay * 2, RETRY_BASE), RETRY_CAP)
-    log.warning("blocking receive: %s; retrying in %.2f s (%.1f s left)", exc, delay,
-                remaining)
-    return delay
-
-
-class _NoMpop(Exception):
-    """The server has no ``LMPOP``/``BLMPOP``: receive the Redis 6 way."""
-
-
-class _Conns:
-    """A lean pool of connections for the hot path (scripts and BLPOP).
-
-    redis-py's pool does bookkeeping on every checkout that costs more than a
-    loopback round trip; this keeps idle connections in a deque instead. The
-    connections are made by (and configured like) ``pool``'s, and each
-    checkout still reconnects a connection the server has closed.
-    """
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        self.idle: deque[Any] = deque()
-        self.made: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.pid = os.getpid()
-
-    def get(self) -> Any:
-        if self.pid != os.getpid():  # forked: never share a socket with the parent
-            self.idle, self.made, self.pid = deque(), weakref.WeakSet(), os.getpid()
-        try:
-            conn = self.idle.pop()
-        except IndexError:
-            conn = self.pool.make_connection()
-            self.made.add(conn)
-        try:
-            conn.connect()
-            try:
-                stale = conn.can_read()  # unread data, or closed by the server (raises)
-            except (*_NETWORK_ERRORS, OSError):
-                stale = True
-            if stale:
-                conn.disconnect()
-                conn.connect()
-        except BaseException:
-            self.idle.append(conn)
-            raise
-        return conn
-
-    def put(self, conn: Any) -> None:
-        self.idle.append(conn)
-
-    def close(self) -> None:
-        for conn in list(self.made):
-            conn.disconnect()
-        self.idle.clear()
-
-
-class _AConns(_Conns):
-    """``_Conns`` for one event loop's asyncio pool."""
-
-    async def aget(self) -> Any:
-        try:
-            conn = self.idle.pop()
-        except IndexError:
-            conn = self.pool.make_connection()
-            self.made.add(conn)
-        try:
-            await conn.connect()
-            try:
-                stale = await conn.can_read()
-            except (*_NETWORK_ERRORS, OSError):
-                stale = True
-            if stale:
-                await conn.disconnect()
-                await conn.connect()
-        except BaseException:
-            self.idle.append(conn)
-            raise
-        return conn
-
-    async def aclose(self) -> None:
-        for conn in list(self.made):
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-        self.idle.clear()
-
-
-class _LoopClients:
-    """One event loop's asyncio clients for a shard (closed with the loop)."""
-
-    def __init__(self, client: Any, blocking: Any) -> None:
-        self.client = client
-        self.blocking = blocking
-        self.conns = _AConns(client.connection_pool)
-        self.bconns = _AConns(blocking.connection_pool)
-        self.guard: Any = None
-
-    async def aclose(self) -> None:
-        for conns in (self.conns, self.bconns):
-            await conns.aclose()
-        for client in (self.client, self.blocking):
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-    def abandon(self) -> None:
-        """Close the sockets of a loop that closed without telling us, quietly.
-
-        A closed loop can no longer close its transports, so the socket under
-        each one is closed directly, and the guard generator is finished here
-        (its ``finally`` does nothing once the loop is closed).
-        """
-        guard, self.guard = self.guard, None
-        if guard is not None:
-            with contextlib.suppress(StopIteration, RuntimeError):
-                guard.aclose().send(None)
-        for conns in (self.conns, self.bconns, self.client, self.blocking):
-            pool = conns.pool if isinstance(conns, _Conns) else conns.connection_pool
-            found = list(conns.made) if isinstance(conns, _Conns) else [
-                *pool._available_connections, *pool._in_use_connections]
-            for conn in found:
-                writer = getattr(conn, "_writer", None)
-                raw = getattr(getattr(writer, "transport", None), "_sock", None)
-                if raw is not None:
-                    with contextlib.suppress(OSError):
-                        raw.close()
-                conn._writer = conn._reader = None
-
-
-class _Shard:
-    """One Redis server (or Sentinel service): its clients, sync and per event loop."""
-
-    def __init__(self, index: int, node: str, display: str, password: str | None,
-                 make_client: Callable[[bool, bool], Any]) -> None:
-        self.index = index
-        self.node = node
-        self.display = display
-        self.password = password
-        #: The last blocking wait on this server failed (set and cleared by the race
-        #: of a multi-server receive): the first, non-blocking pass of a blocking
-        #: receive skips it, so one server down does not stall the others.
-        self.down = False
-        self._make_client = make_client
-        self.client: redis.Redis = make_client(False, False)
-        self.blocking: redis.Redis = make_client(False, True)
-        self.conns = _Conns(self.client.connection_pool)
-        self.bconns = _Conns(self.blocking.connection_pool)
-        self._loops: weakref.WeakKeyDictionary[Any, _LoopClients] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    async def aclients(self) -> _LoopClients:
-        """The asyncio clients for the running event loop.
-
-        They are closed when the loop shuts down its async generators (as
-        ``asyncio.run`` does): a started generator's ``finally`` closes them.
-        """
-        loop = asyncio.get_running_loop()
-        clients = self._loops.get(loop)
-        if clients is None:
-            with self._lock:
-                for old in [old for old in self._loops if old.is_closed()]:
-                    self._loops.pop(old).abandon()
-                clients = _LoopClients(self._make_client(True, False),
-                                       self._make_client(True, True))
-                self._loops[loop] = clients
-            clients.guard = self._close_with_loop(loop, clients)
-            await clients.guard.__anext__()
-        return clients
-
-    async def _close_with_loop(self, loop: Any, clients: _LoopClients) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            if not loop.is_closed():  # the loop is shutting down: close properly
-                with self._lock:
-                    if self._loops.get(loop) is clients:
-                        del self._loops[loop]
-                await clients.aclose()
-
-    def redact(self, text: str) -> str:
-        if self.password:
-            text = text.replace(self.password, "***")
-        return text
-
-    def close(self) -> None:
-        self.conns.close()
-        self.bconns.close()
-        for client in (self.client, self.blocking):
-            client.connection_pool.disconnect()
-        with self._lock:
-            loops = list(self._loops.items())
-            self._loops.clear()
-        for loop, clients in loops:
-            if loop.is_closed():
-                clients.abandon()
-            elif loop.is_running():
-                asyncio.run_coroutine_threadsafe(clients.aclose(), loop)
-            else:
-                loop.run_until_complete(clients.aclose())
-
-
-class _Race:
-    """Shared state of one multi-server blocking wait (sync: threads)."""
-
-    def __init__(self, shards: int) -> None:
-        self.cond = threading.Condition()
-        self.pending = shards
-        self.results: list[tuple[int, Any]] = []
-        self.client_ids: dict[int, int] = {}
-        self.cancelled = False
-        self.has_message = False
-
-
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
     """A channel layer on one or more Redis servers (or Sentinel services).
 
     ``hosts`` -- list of ``redis://`` / ``rediss://`` URLs, ``(host, port)``
@@ -552,69 +311,16 @@ class RedisChannelLayer(BaseChannelLayer):
         if self._closed:
             raise LayerUnavailable("this Redis layer was closed")
 
-    # -- running scripts (sync) --------------------------------------------
-
-    def _call_many(self, calls: list[tuple[_Shard, Script, list[Any]]], *,
-                   retry: bool) -> list[Any]:
-        """Run scripts, one per entry, in one round trip per server (pipelined).
-
-        With ``retry`` a failure after the commands were written is retried once
-        on fresh connections (safe for idempotent scripts and for pops, where a
-        lost reply only drops a message). Pushes pass ``retry=False``: a reply
-        lost after the server ran the script must not make a second copy.
-        """
-        attempts = 2 if retry else 1
-        for attempt in range(attempts):
-            conns: list[tuple[Any, Any]] = []
-            current = calls[0][0]
-            try:
-                for current, script, args in calls:
-                    pool = current.conns
-                    conns.append((pool, pool.get()))
-                    conns[-1][1].send_packed_command(_pack("EVALSHA", script.sha, 0, *args))
-                results = []
-                for (_, conn), call in zip(conns, calls, strict=True):
-                    current, script, args = call
-                    try:
-                        results.append(conn.read_response())
-                    except NoScriptError:
-                        conn.send_packed_command(_pack("EVAL", script.source, 0, *args))
-                        results.append(conn.read_response())
-                return results
-            except _NETWORK_ERRORS as exc:
-                for _, conn in conns:
-                    conn.disconnect()
-                if attempt + 1 == attempts:
-                    raise self._unavailable(current, exc) from exc
-            finally:
-                for pool, conn in conns:
-                    pool.put(conn)
-        raise AssertionError("unreachable")
-
-    def _call(self, shard: _Shard, name: str, args: list[Any], *, retry: bool) -> Any:
-        return self._call_many([(shard, SCRIPTS[name], args)], retry=retry)[0]
-
-    def _redis(self, shard: _Shard, fn: Callable[[redis.Redis], Any]) -> Any:
-        """Run ``fn(client)`` (idempotent commands; redis-py retries them)."""
-        try:
-            return fn(shard.client)
-        except _NETWORK_ERRORS as exc:
-            raise self._unavailable(shard, exc) from exc
-
-    def _apply_evictions(self, source: _Shard, evicted: list[Any]) -> None:
-        """Remove evicted members from groups that live on other servers."""
-        if self._single or not evicted:
-            return
-        for index, pairs in self._remote_evictions(source, evicted).items():
-            shard = self.shards[index]
-
-            def remove(client: redis.Redis, pairs: list[tuple[str, str]] = pairs) -> Any:
-                pipe = client.pipeline(transaction=False)
-                for channel, group in pairs:
-                    pipe.zrem(f"{self.prefix}g:{group}", channel)
-                return pipe.execute()
-
-            self._redis(shard, remove)
+    def _receive_args(self, queues: list[str], acked: frozenset[str]) -> tuple[str, list[Any]]:
+        """The receive script's token and arguments (each queue with its mode)."""
+        token = names.random_suffix(16) if acked else ""
+        now = self.clock()
+        args: list[Any] = [self.prefix, repr(float(now)), self._list_ttl, STATS_TTL, token,
+                           repr(float(now + self.ack_timeout)), self._flight_ttl]
+        for queue in queues:
+            args += [queue, "2" if queue in acked else
+                     "1" if self.is_at_least_once(queue) else "0"]
+        return token, args
 
     def _remote_evictions(self, source: _Shard,
                           evicted: list[Any]) -> dict[int, list[tuple[str, str]]]:
@@ -626,6 +332,8 @@ class RedisChannelLayer(BaseChannelLayer):
         return remote
 
     # -- send --------------------------------------------------------------
+    # Direct twins, not steps as receives are: sends are the hot path (one script, or
+    # one pipeline, per call), and what they decide is shared already (_send_args ...).
 
     def _send_args(self, channel: str, queue: str, body: bytes, expires_at: float,
                    capacity: int) -> list[Any]:
@@ -646,6 +354,16 @@ class RedisChannelLayer(BaseChannelLayer):
         self._apply_evictions(shard, reply[1])
         self._sent(channel, capacity, reply)
 
+    async def _send_async(self, channel: str, queue: str, body: bytes, expires_at: float,
+                          capacity: int) -> None:
+        self._check_open()
+        shard = self._shard_of(queue)
+        reply = await self._acall(shard, "send",
+                                  self._send_args(channel, queue, body, expires_at, capacity),
+                                  retry=False)
+        await self._aapply_evictions(shard, reply[1])
+        self._sent(channel, capacity, reply)
+
     def _send_many(self, sends: list[tuple[str, str, bytes, float, int]],
                    ) -> list[ChannelLayerError | None]:
         """Every send script of a server on one connection, in one write: one round
@@ -661,6 +379,23 @@ class RedisChannelLayer(BaseChannelLayer):
                 continue
             for i, reply in zip(indexes, replies, strict=True):
                 self._apply_evictions(shard, reply[1])
+                outcomes[i] = self._send_outcome(sends[i], reply)
+        return outcomes
+
+    async def _send_many_async(self, sends: list[tuple[str, str, bytes, float, int]],
+                               ) -> list[ChannelLayerError | None]:
+        """``_send_many`` for asyncio callers: one round trip per server."""
+        self._check_open()
+        outcomes: list[ChannelLayerError | None] = [None] * len(sends)
+        for shard, indexes, args in self._sends_by_shard(sends):
+            try:
+                replies = await self._apipeline(shard, SCRIPTS["send"], args)
+            except LayerUnavailable as exc:
+                for i in indexes:
+                    outcomes[i] = exc
+                continue
+            for i, reply in zip(indexes, replies, strict=True):
+                await self._aapply_evictions(shard, reply[1])
                 outcomes[i] = self._send_outcome(sends[i], reply)
         return outcomes
 
@@ -681,854 +416,6 @@ class RedisChannelLayer(BaseChannelLayer):
         except ChannelFull as exc:
             return exc
         return None
-
-    def _pipeline(self, shard: _Shard, script: Script, arg_lists: list[list[Any]]) -> list[Any]:
-        """Run ``script`` once per argument list on one connection, in order; never
-        retried once written (these are pushes). If the server lost its scripts
-        (a restart), none of them ran, so all are sent again, in order, as EVAL."""
-
-        def write(verb: str, ref: str) -> None:
-            conn.send_packed_command(
-                [b"".join(_pack_command((verb, ref, 0, *args)) for args in arg_lists)])
-
-        pool = shard.conns
-        conn = pool.get()
-        try:
-            write("EVALSHA", script.sha)
-            try:
-                return [conn.read_response() for _ in arg_lists]
-            except NoScriptError:
-                for _ in range(len(arg_lists) - 1):  # the rest are NOSCRIPT replies too
-                    with contextlib.suppress(NoScriptError):
-                        conn.read_response()
-            write("EVAL", script.source)
-            return [conn.read_response() for _ in arg_lists]
-        except _NETWORK_ERRORS as exc:
-            conn.disconnect()
-            raise self._unavailable(shard, exc) from exc
-        except BaseException:
-            conn.disconnect()  # replies may be left unread: never reuse this connection
-            raise
-        finally:
-            pool.put(conn)
-
-    # -- receive (sync) ----------------------------------------------------
-
-    def _take_buffered(self, queues: list[str]) -> tuple[_Shard, str, bytes] | None:
-        if not self._buffer:
-            return None
-        with self._buffer_lock:
-            for queue in queues:
-                entries = self._buffer.get(queue)
-                if entries:
-                    index, envelope = entries.popleft()
-                    if not entries:
-                        del self._buffer[queue]
-                    return self.shards[index], queue, envelope
-        return None
-
-    def _keep(self, shard: _Shard, key: bytes, envelope: bytes) -> None:
-        queue = key[self._qkey_start:].decode()
-        with self._buffer_lock:
-            self._buffer.setdefault(queue, deque()).append((shard.index, envelope))
-
-    def _popped(self, shard: _Shard, key: bytes, envelope: bytes) -> Popped:
-        """A ``BLPOP`` result; the envelope is ``None`` when it was a bell (a wake-up)."""
-        bell = key.startswith(self._bell_tag)
-        return shard, key[self._qkey_start:].decode(), None if bell else envelope
-
-    def _check_popped(self, popped: Popped) -> tuple[tuple[str, bytes] | None, list[Any]]:
-        """Decide on a message popped outside Lua: ``(result, discard args)``."""
-        _shard, queue, envelope = popped
-        expires_at, channel, body = read_envelope(envelope)
-        if expires_at <= self.clock():
-            return None, self._args(queue, channel)
-        return self._open(channel, body), []
-
-    def _accept(self, popped: Popped) -> Delivery | None:
-        got, discard = self._check_popped(popped)
-        if discard:
-            shard = popped[0]
-            reply = self._call(shard, "discard", discard, retry=True)
-            self._apply_evictions(shard, reply[0])
-        return None if got is None else (got[0], got[1], None)
-
-    def _pop_buffered(self, queues: list[str]) -> Delivery | None:
-        while (popped := self._take_buffered(queues)) is not None:
-            got = self._accept(popped)
-            if got is not None:
-                return got
-        return None
-
-    def _receive_args(self, queues: list[str], acked: frozenset[str]) -> tuple[str, list[Any]]:
-        """The receive script's token and arguments (each queue with its mode)."""
-        token = names.random_suffix(16) if acked else ""
-        now = self.clock()
-        args: list[Any] = [self.prefix, repr(float(now)), self._list_ttl, STATS_TTL, token,
-                           repr(float(now + self.ack_timeout)), self._flight_ttl]
-        for queue in queues:
-            args += [queue, "2" if queue in acked else
-                     "1" if self.is_at_least_once(queue) else "0"]
-        return token, args
-
-    def _delivery(self, item: bytes, token: str,
-                  deliveries: int) -> tuple[Delivery | None, list[Any]]:
-        """A popped item as ``(channel, body, receipt)``, or ``None`` and the ack
-        arguments that drop an in-flight item no key can decrypt."""
-        _, channel, body = read_envelope(item)
-        queue = names.non_local_name(channel)
-        opened = self._open(channel, body)
-        if opened is None:
-            return None, self._args(queue, token) if deliveries else []
-        receipt = make_receipt(queue, token, int(deliveries)) if deliveries else None
-        return (opened[0], opened[1], receipt), []
-
-    def _pop_now(self, by_shard: dict[int, list[str]],
-                 acked: frozenset[str] = frozenset(), *,
-                 tolerant: bool = False) -> Delivery | None:
-        """One non-blocking pass: the oldest live message of each server in turn.
-
-        ``tolerant`` (the first pass of a blocking receive over several servers): a
-        server marked ``down`` is skipped and one that fails now is marked and skipped,
-        so the others are still read; the race that follows waits on every server, so
-        it reports a total outage and notices a server that is back.
-        """
-        for index in self._rotated(list(by_shard)):
-            shard = self.shards[index]
-            if tolerant and shard.down:
-                continue
-            queues = self._rotated(by_shard[index])
-            try:
-                while True:
-                    token, args = self._receive_args(queues, acked)
-                    found, item, evicted, deliveries = self._call(
-                        shard, "receive", args, retry=True)
-                    self._apply_evictions(shard, evicted)
-                    if not found:
-                        break
-                    got, drop = self._delivery(item, token, deliveries)
-                    if got is not None:
-                        return got
-                    if drop:
-                        self._call(shard, "ack", drop, retry=True)
-            except LayerUnavailable:
-                if not tolerant:
-                    raise
-                shard.down = True
-        return None
-
-    def _receive(self, queues: list[str], timeout: float) -> tuple[str, bytes] | None:
-        keys = self._mpop_keys(queues)
-        if keys is not None:
-            with contextlib.suppress(_NoMpop):
-                got_many = self._receive_mpop(keys, 1, timeout)
-                return got_many[0] if got_many else None
-        got = self._receive_receipt(queues, timeout, frozenset())
-        return None if got is None else (got[0], got[1])
-
-    # -- receive with (B)LMPOP: one server, plain queues -------------------
-
-    def _mpop_keys(self, queues: list[str]) -> list[str] | None:
-        """The keys for one ``LMPOP``/``BLMPOP``, shuffled; ``None`` where it does not
-        apply: several servers, a shared queue (its pops go through the receive script,
-        which also brings back messages whose at-least-once delivery timed out in any
-        process), an at-least-once queue, messages in the local buffer, or a server
-        without it. So: an interface server's reply queue (``prefix!``) on one server."""
-        if not self._mpop or not self._single or self._buffer:
-            return None
-        if not all(names.is_process_specific(queue) for queue in queues) or any(
-                self.is_at_least_once(queue) for queue in queues):
-            return None
-        keys = [self._qkey(queue) for queue in queues]
-        random.shuffle(keys)
-        return keys
-
-    @staticmethod
-    def _mpop_command(keys: list[str], count: int, wait: float) -> list[bytes]:
-        if wait <= 0:
-            return _pack("LMPOP", len(keys), *keys, "LEFT", "COUNT", count)
-        return _pack("BLMPOP", _seconds(wait), len(keys), *keys, "LEFT", "COUNT", count)
-
-    def _mpop_reply(self, shard: _Shard, reply: Any) -> list[Popped]:
-        if isinstance(reply, ResponseError):
-            raise reply
-        if reply is None:
-            return []
-        key, envelopes = reply
-        return [self._popped(shard, key, envelope) for envelope in envelopes]
-
-    def _no_mpop(self, exc: ResponseError) -> _NoMpop:
-        if "unknown command" not in str(exc).lower():
-            raise exc
-        log.info("this Redis server has no BLMPOP (Redis < 7.0): receiving with BLPOP")
-        self._mpop = False
-        return _NoMpop()
-
-    def _mpop_accept(self, popped: list[Popped]) -> tuple[list[tuple[str, bytes]],
-                                                          list[list[Any]]]:
-        """Popped messages as ``(channel, body)`` and the discard-script arguments
-        of the ones that expired."""
-        got, discards = [], []
-        for one in popped:
-            opened, discard = self._check_popped(one)
-            if discard:
-                discards.append(discard)
-            elif opened is not None:
-                got.append(opened)
-        return got, discards
-
-    def _receive_mpop(self, keys: list[str], count: int,
-                      timeout: float) -> list[tuple[str, bytes]]:
-        """Up to ``count`` messages, waiting up to ``timeout`` for the first; a server
-        that is unreachable is retried with backoff until then (``[]`` at the end)."""
-        self._check_open()
-        shard = self.shards[0]
-        deadline = time.monotonic() + timeout
-        delay = 0.0
-        while True:
-            wait = min(max(deadline - time.monotonic(), 0.0), BLOCK_SLICE)
-            try:
-                popped = self._mpop_once(shard, keys, count, wait)
-            except LayerUnavailable as exc:
-                if timeout <= 0:
-                    raise
-                remaining = deadline - time.monotonic()
-                if (delay := _next_retry(exc, delay, remaining)) is None:
-                    return []
-                time.sleep(min(delay, remaining))
-                continue
-            got, discards = self._mpop_accept(popped)
-            for args in discards:
-                self._apply_evictions(shard, self._call(shard, "discard", args, retry=True)[0])
-            if got or (not popped and time.monotonic() >= deadline):
-                return got  # (popped only expired messages: look again at once)
-
-    def _mpop_once(self, shard: _Shard, keys: list[str], count: int,
-                   wait: float) -> list[Popped]:
-        pool = shard.bconns
-        try:
-            conn = pool.get()
-        except _NETWORK_ERRORS as exc:
-            raise self._unavailable(shard, exc) from exc
-        try:
-            conn.send_packed_command(self._mpop_command(keys, count, wait))
-            return self._mpop_reply(shard, conn.read_response())
-        except ResponseError as exc:
-            raise self._no_mpop(exc) from exc
-        except _NETWORK_ERRORS as exc:
-            conn.disconnect()
-            raise self._unavailable(shard, exc) from exc
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.put(conn)
-
-    def _receive_batch(self, queues: list[str], max_messages: int,
-                       timeout: float) -> list[tuple[str, bytes]]:
-        """One ``BLMPOP`` where it applies; else the first message as ``receive`` gets
-        it, then the rest in one script per server."""
-        keys = self._mpop_keys(queues)
-        if keys is not None:
-            with contextlib.suppress(_NoMpop):
-                return self._receive_mpop(keys, max_messages, timeout)
-        if self._takes_many_first(queues):
-            try:
-                envelopes, evicted = self._call(self.shards[0], "receive_many",
-                                                self._args(max_messages, *queues), retry=True)
-            except LayerUnavailable:
-                if timeout <= 0:
-                    raise
-                envelopes, evicted = [], []  # the blocking receive rides out the outage
-            self._apply_evictions(self.shards[0], evicted)
-            if got := self._opened(envelopes):
-                return got
-            first = self._receive(queues, timeout)
-            return [] if first is None else [first]
-        first = self._receive(queues, timeout)
-        if first is None:
-            return []
-        got = [first]
-        while len(got) < max_messages and (kept := self._pop_buffered(queues)) is not None:
-            got.append(kept[:2])
-        for shard, args in self._receive_many_calls(queues, max_messages - len(got)):
-            if shard.down and not self._single:
-                continue
-            try:
-                envelopes, evicted = self._call(shard, "receive_many", args, retry=True)
-            except LayerUnavailable:  # what was received already is returned, not lost
-                shard.down = not self._single
-                continue
-            self._apply_evictions(shard, evicted)
-            got += self._opened(envelopes)
-        return got
-
-    def _takes_many_first(self, queues: list[str]) -> bool:
-        """A batch from shared plain queues on one server: first one ``receive_many``
-        (a busy worker's batch in one round trip); only when it finds nothing, the
-        blocking receive, whose first message is then the whole batch (no third round
-        trip after a wake-up; the next batch takes what came meanwhile)."""
-        return self._single and not self._buffer and not any(
-            self.is_at_least_once(queue) for queue in queues)
-
-    def _receive_many_calls(self, queues: list[str],
-                            room: int) -> list[tuple[_Shard, list[Any]]]:
-        plain = [queue for queue in queues if not self.is_at_least_once(queue)]
-        if room <= 0 or not plain:
-            return []
-        return [(self.shards[index], self._args(room, *shard_queues))
-                for index, shard_queues in self._by_shard(plain).items()]
-
-    def _opened(self, envelopes: list[bytes]) -> list[tuple[str, bytes]]:
-        opened = []
-        for envelope in envelopes:
-            _, channel, body = read_envelope(envelope)
-            message = self._open(channel, body)
-            if message is not None:
-                opened.append(message)
-        return opened
-
-    def _receive_receipt(self, queues: list[str], timeout: float,
-                         acked: frozenset[str]) -> Delivery | None:
-        self._check_open()
-        got = self._pop_buffered(queues)
-        if got is not None:
-            return got
-        by_shard = self._by_shard(queues)
-        if timeout <= 0:
-            return self._pop_now(by_shard, acked)
-        deadline = time.monotonic() + timeout
-        delay = 0.0
-        while True:
-            try:
-                return self._receive_until(queues, by_shard, deadline, acked)
-            except LayerUnavailable as exc:
-                remaining = deadline - time.monotonic()
-                if (delay := _next_retry(exc, delay, remaining)) is None:
-                    return None
-                time.sleep(min(delay, remaining))
-
-    def _receive_until(self, queues: list[str], by_shard: dict[int, list[str]],
-                       deadline: float, acked: frozenset[str]) -> Delivery | None:
-        got = self._pop_now(by_shard, acked, tolerant=len(by_shard) > 1)
-        while got is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            wait = min(remaining, BLOCK_SLICE)
-            if len(by_shard) == 1:
-                [(index, shard_queues)] = by_shard.items()
-                popped = self._blpop(self.shards[index], shard_queues, wait)
-            else:
-                popped = self._race(by_shard, wait)
-            if popped is not None:
-                shard = popped[0]
-                if popped[2] is None:  # a bell: a message waits in an at-least-once queue
-                    got = self._pop_now({shard.index: by_shard[shard.index]}, acked)
-                else:
-                    got = self._accept(popped)
-            if got is None:
-                got = self._pop_buffered(queues)
-        return got
-
-    def _blpop_keys(self, queues: list[str]) -> list[str]:
-        """What a blocking pop waits on: each queue's list, or its bell list when
-        the queue is at-least-once (so its messages only leave Redis by script)."""
-        keys = [f"{self.prefix}w:{queue}" if self.is_at_least_once(queue)
-                else self._qkey(queue) for queue in queues]
-        random.shuffle(keys)
-        return keys
-
-    def _blpop(self, shard: _Shard, queues: list[str], wait: float) -> Popped | None:
-        pool = shard.bconns
-        try:
-            conn = pool.get()
-        except _NETWORK_ERRORS as exc:
-            raise self._unavailable(shard, exc) from exc
-        try:
-            conn.send_packed_command(
-                _pack("BLPOP", *self._blpop_keys(queues), _seconds(wait)))
-            reply = conn.read_response()
-        except _NETWORK_ERRORS as exc:
-            conn.disconnect()
-            raise self._unavailable(shard, exc) from exc
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.put(conn)
-        if reply is None:
-            return None
-        key, envelope = reply
-        return self._popped(shard, key, envelope)
-
-    def _race(self, by_shard: dict[int, list[str]], wait: float) -> Popped | None:
-        """Wait on every server at once; the first message wins (see module doc)."""
-        race = _Race(len(by_shard))
-        threads = [
-            threading.Thread(target=self._race_wait,
-                             args=(race, self.shards[index], queues, wait),
-                             name=f"redis-layer-wait-{index}", daemon=True)
-            for index, queues in by_shard.items()
-        ]
-        for thread in threads:
-            thread.start()
-        with race.cond:
-            race.cond.wait_for(lambda: race.has_message or race.pending == 0,
-                               timeout=wait + BLOCK_SOCKET_TIMEOUT)
-            race.cancelled = True
-        for _ in range(100):
-            with race.cond:
-                if race.pending == 0:
-                    break
-                waiting = [(index, cid) for index, cid in race.client_ids.items()
-                           if index not in {i for i, _ in race.results}]
-            for index, cid in waiting:
-                with contextlib.suppress(_NETWORK_ERRORS):
-                    self.shards[index].client.client_unblock(cid)
-            with race.cond:
-                race.cond.wait_for(lambda: race.pending == 0, timeout=0.05)
-        lost_bells: dict[_Shard, list[str]] = {}
-        winner = self._race_outcome(race.results, lost_bells)
-        for shard, queues in lost_bells.items():
-            with contextlib.suppress(LayerUnavailable):
-                self._call(shard, "ring", self._args(*queues), retry=True)
-        return winner
-
-    def _race_outcome(self, results: list[tuple[int, Any]],
-                      lost_bells: dict[_Shard, list[str]] | None = None) -> Popped | None:
-        """The winning pop; losing messages go to the local buffer, and the
-        queues whose bells losing waits took go to ``lost_bells``, to be rung again."""
-        winner: Popped | None = None
-        error: BaseException | None = None
-        for index, result in results:
-            shard = self.shards[index]
-            shard.down = isinstance(result, LayerUnavailable)
-            if isinstance(result, BaseException):
-                error = error or result
-            elif result is not None:
-                key, envelope = result
-                popped = self._popped(shard, key, envelope)
-                if winner is None:
-                    winner = popped
-                elif popped[2] is None:
-                    if lost_bells is not None:
-                        lost_bells.setdefault(shard, []).append(popped[1])
-                else:
-                    self._keep(shard, key, envelope)
-        if winner is None and error is not None:
-            if isinstance(error, LayerUnavailable):
-                raise error
-            raise LayerUnavailable(str(error)) from error
-        return winner
-
-    def _race_wait(self, race: _Race, shard: _Shard, queues: list[str], wait: float) -> None:
-        result: Any = None
-        pool = shard.bconns
-        conn = None
-        try:
-            with race.cond:
-                if race.cancelled:
-                    return
-            conn = pool.get()
-            conn.send_packed_command(conn.pack_commands(
-                [("CLIENT", "ID"), ("BLPOP", *self._blpop_keys(queues), _seconds(wait))]))
-            client_id = conn.read_response()
-            with race.cond:
-                race.client_ids[shard.index] = client_id
-                late = race.cancelled
-            if late:
-                shard.client.client_unblock(client_id)
-            result = conn.read_response()
-        except _NETWORK_ERRORS as exc:
-            if conn is not None:
-                conn.disconnect()
-            result = self._unavailable(shard, exc)
-        except BaseException as exc:  # report, never kill the waiting caller
-            if conn is not None:
-                conn.disconnect()
-            result = exc
-        finally:
-            if conn is not None:
-                pool.put(conn)
-            with race.cond:
-                race.results.append((shard.index, result))
-                race.pending -= 1
-                if result is not None and not isinstance(result, BaseException):
-                    race.has_message = True
-                race.cond.notify_all()
-
-    # -- async -------------------------------------------------------------
-
-    async def _acall_many(self, calls: list[tuple[_Shard, Script, list[Any]]], *,
-                          retry: bool) -> list[Any]:
-        """``_call_many`` for asyncio callers."""
-        attempts = 2 if retry else 1
-        for attempt in range(attempts):
-            conns: list[tuple[Any, Any]] = []
-            current = calls[0][0]
-            try:
-                for current, script, args in calls:
-                    pool = (await current.aclients()).conns
-                    conns.append((pool, await pool.aget()))
-                    await conns[-1][1].send_packed_command(_pack("EVALSHA", script.sha, 0, *args))
-                results = []
-                for (_, conn), call in zip(conns, calls, strict=True):
-                    current, script, args = call
-                    try:
-                        results.append(await conn.read_response())
-                    except NoScriptError:
-                        await conn.send_packed_command(_pack("EVAL", script.source, 0, *args))
-                        results.append(await conn.read_response())
-                return results
-            except _NETWORK_ERRORS as exc:
-                for _, conn in conns:
-                    await conn.disconnect()
-                if attempt + 1 == attempts:
-                    raise self._unavailable(current, exc) from exc
-            finally:
-                for pool, conn in conns:
-                    pool.put(conn)
-        raise AssertionError("unreachable")
-
-    async def _acall(self, shard: _Shard, name: str, args: list[Any], *, retry: bool) -> Any:
-        return (await self._acall_many([(shard, SCRIPTS[name], args)], retry=retry))[0]
-
-    async def _aapply_evictions(self, source: _Shard, evicted: list[Any]) -> None:
-        if self._single or not evicted:
-            return
-        for index, pairs in self._remote_evictions(source, evicted).items():
-            shard = self.shards[index]
-            try:
-                pipe = (await shard.aclients()).client.pipeline(transaction=False)
-                for channel, group in pairs:
-                    pipe.zrem(f"{self.prefix}g:{group}", channel)
-                await pipe.execute()
-            except _NETWORK_ERRORS as exc:
-                raise self._unavailable(shard, exc) from exc
-
-    async def _send_async(self, channel: str, queue: str, body: bytes, expires_at: float,
-                          capacity: int) -> None:
-        self._check_open()
-        shard = self._shard_of(queue)
-        reply = await self._acall(shard, "send",
-                                  self._send_args(channel, queue, body, expires_at, capacity),
-                                  retry=False)
-        await self._aapply_evictions(shard, reply[1])
-        self._sent(channel, capacity, reply)
-
-    async def _send_many_async(self, sends: list[tuple[str, str, bytes, float, int]],
-                               ) -> list[ChannelLayerError | None]:
-        """``_send_many`` for asyncio callers: one round trip per server."""
-        self._check_open()
-        outcomes: list[ChannelLayerError | None] = [None] * len(sends)
-        for shard, indexes, args in self._sends_by_shard(sends):
-            try:
-                replies = await self._apipeline(shard, SCRIPTS["send"], args)
-            except LayerUnavailable as exc:
-                for i in indexes:
-                    outcomes[i] = exc
-                continue
-            for i, reply in zip(indexes, replies, strict=True):
-                await self._aapply_evictions(shard, reply[1])
-                outcomes[i] = self._send_outcome(sends[i], reply)
-        return outcomes
-
-    async def _apipeline(self, shard: _Shard, script: Script,
-                         arg_lists: list[list[Any]]) -> list[Any]:
-        """``_pipeline`` for asyncio callers."""
-        pool = (await shard.aclients()).conns
-        try:
-            conn = await pool.aget()
-        except _NETWORK_ERRORS as exc:
-            raise self._unavailable(shard, exc) from exc
-
-        async def write(verb: str, ref: str) -> None:
-            await conn.send_packed_command(
-                [b"".join(_pack_command((verb, ref, 0, *args)) for args in arg_lists)])
-
-        try:
-            await write("EVALSHA", script.sha)
-            try:
-                return [await conn.read_response() for _ in arg_lists]
-            except NoScriptError:
-                for _ in range(len(arg_lists) - 1):  # the rest are NOSCRIPT replies too
-                    with contextlib.suppress(NoScriptError):
-                        await conn.read_response()
-            await write("EVAL", script.source)
-            return [await conn.read_response() for _ in arg_lists]
-        except _NETWORK_ERRORS as exc:
-            await conn.disconnect()
-            raise self._unavailable(shard, exc) from exc
-        except BaseException:
-            await conn.disconnect()  # replies may be left unread: never reuse this connection
-            raise
-        finally:
-            pool.put(conn)
-
-    async def _aaccept(self, popped: Popped) -> Delivery | None:
-        got, discard = self._check_popped(popped)
-        if discard:
-            shard = popped[0]
-            reply = await self._acall(shard, "discard", discard, retry=True)
-            await self._aapply_evictions(shard, reply[0])
-        return None if got is None else (got[0], got[1], None)
-
-    async def _apop_buffered(self, queues: list[str]) -> Delivery | None:
-        while (popped := self._take_buffered(queues)) is not None:
-            got = await self._aaccept(popped)
-            if got is not None:
-                return got
-        return None
-
-    async def _apop_now(self, by_shard: dict[int, list[str]],
-                        acked: frozenset[str] = frozenset(), *,
-                        tolerant: bool = False) -> Delivery | None:
-        """``_pop_now`` for asyncio callers."""
-        for index in self._rotated(list(by_shard)):
-            shard = self.shards[index]
-            if tolerant and shard.down:
-                continue
-            queues = self._rotated(by_shard[index])
-            try:
-                while True:
-                    token, args = self._receive_args(queues, acked)
-                    found, item, evicted, deliveries = await self._acall(
-                        shard, "receive", args, retry=True)
-                    await self._aapply_evictions(shard, evicted)
-                    if not found:
-                        break
-                    got, drop = self._delivery(item, token, deliveries)
-                    if got is not None:
-                        return got
-                    if drop:
-                        await self._acall(shard, "ack", drop, retry=True)
-            except LayerUnavailable:
-                if not tolerant:
-                    raise
-                shard.down = True
-        return None
-
-    async def _receive_async(self, queues: list[str],
-                             timeout: float) -> tuple[str, bytes] | None:
-        keys = self._mpop_keys(queues)
-        if keys is not None:
-            with contextlib.suppress(_NoMpop):
-                got_many = await self._areceive_mpop(keys, 1, timeout)
-                return got_many[0] if got_many else None
-        got = await self._receive_receipt_async(queues, timeout, frozenset())
-        return None if got is None else (got[0], got[1])
-
-    async def _areceive_mpop(self, keys: list[str], count: int,
-                             timeout: float) -> list[tuple[str, bytes]]:
-        """``_receive_mpop`` for asyncio callers."""
-        self._check_open()
-        shard = self.shards[0]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay = 0.0
-        while True:
-            wait = min(max(deadline - loop.time(), 0.0), BLOCK_SLICE)
-            try:
-                popped = await self._ampop_once(shard, keys, count, wait)
-            except LayerUnavailable as exc:
-                if timeout <= 0:
-                    raise
-                remaining = deadline - loop.time()
-                if (delay := _next_retry(exc, delay, remaining)) is None:
-                    return []
-                await asyncio.sleep(min(delay, remaining))
-                continue
-            got, discards = self._mpop_accept(popped)
-            for args in discards:
-                reply = await self._acall(shard, "discard", args, retry=True)
-                await self._aapply_evictions(shard, reply[0])
-            if got or (not popped and loop.time() >= deadline):
-                return got  # (popped only expired messages: look again at once)
-
-    async def _ampop_once(self, shard: _Shard, keys: list[str], count: int,
-                          wait: float) -> list[Popped]:
-        pool = (await shard.aclients()).bconns
-        try:
-            conn = await pool.aget()
-        except _NETWORK_ERRORS as exc:
-            raise self._unavailable(shard, exc) from exc
-        try:
-            await conn.send_packed_command(self._mpop_command(keys, count, wait))
-            return self._mpop_reply(shard, await conn.read_response())
-        except ResponseError as exc:
-            raise self._no_mpop(exc) from exc
-        except _NETWORK_ERRORS as exc:
-            await conn.disconnect()
-            raise self._unavailable(shard, exc) from exc
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            pool.put(conn)
-
-    async def _receive_batch_async(self, queues: list[str], max_messages: int,
-                                   timeout: float) -> list[tuple[str, bytes]]:
-        keys = self._mpop_keys(queues)
-        if keys is not None:
-            with contextlib.suppress(_NoMpop):
-                return await self._areceive_mpop(keys, max_messages, timeout)
-        if self._takes_many_first(queues):
-            try:
-                envelopes, evicted = await self._acall(self.shards[0], "receive_many",
-                                                       self._args(max_messages, *queues),
-                                                       retry=True)
-            except LayerUnavailable:
-                if timeout <= 0:
-                    raise
-                envelopes, evicted = [], []  # the blocking receive rides out the outage
-            await self._aapply_evictions(self.shards[0], evicted)
-            if got := self._opened(envelopes):
-                return got
-            first = await self._receive_async(queues, timeout)
-            return [] if first is None else [first]
-        first = await self._receive_async(queues, timeout)
-        if first is None:
-            return []
-        got = [first]
-        while len(got) < max_messages and (kept := await self._apop_buffered(queues)):
-            got.append(kept[:2])
-        for shard, args in self._receive_many_calls(queues, max_messages - len(got)):
-            if shard.down and not self._single:
-                continue
-            try:
-                envelopes, evicted = await self._acall(shard, "receive_many", args,
-                                                       retry=True)
-            except LayerUnavailable:  # what was received already is returned, not lost
-                shard.down = not self._single
-                continue
-            await self._aapply_evictions(shard, evicted)
-            got += self._opened(envelopes)
-        return got
-
-    async def _receive_receipt_async(self, queues: list[str], timeout: float,
-                                     acked: frozenset[str]) -> Delivery | None:
-        self._check_open()
-        got = await self._apop_buffered(queues)
-        if got is not None:
-            return got
-        by_shard = self._by_shard(queues)
-        if timeout <= 0:
-            return await self._apop_now(by_shard, acked)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay = 0.0
-        while True:
-            try:
-                return await self._areceive_until(queues, by_shard, deadline, acked)
-            except LayerUnavailable as exc:
-                remaining = deadline - loop.time()
-                if (delay := _next_retry(exc, delay, remaining)) is None:
-                    return None
-                await asyncio.sleep(min(delay, remaining))
-
-    async def _areceive_until(self, queues: list[str], by_shard: dict[int, list[str]],
-                              deadline: float, acked: frozenset[str]) -> Delivery | None:
-        loop = asyncio.get_running_loop()
-        got = await self._apop_now(by_shard, acked, tolerant=len(by_shard) > 1)
-        while got is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            wait = min(remaining, BLOCK_SLICE)
-            if len(by_shard) == 1:
-                [(index, shard_queues)] = by_shard.items()
-                popped = await self._ablpop(self.shards[index], shard_queues, wait)
-            else:
-                popped = await self._arace(by_shard, wait)
-            if popped is not None:
-                shard = popped[0]
-                if popped[2] is None:  # a bell: a message waits in an at-least-once queue
-                    got = await self._apop_now({shard.index: by_shard[shard.index]}, acked)
-                else:
-                    got = await self._aaccept(popped)
-            if got is None:
-                got = await self._apop_buffered(queues)
-        return got
-
-    async def _ablpop(self, shard: _Shard, queues: list[str], wait: float) -> Popped | None:
-        pool = (await shard.aclients()).bconns
-        try:
-            conn = await pool.aget()
-        except _NETWORK_ERRORS as exc:
-            raise self._unavailable(shard, exc) from exc
-        try:
-            await conn.send_packed_command(
-                _pack("BLPOP", *self._blpop_keys(queues), _seconds(wait)))
-            reply = await conn.read_response()
-        except _NETWORK_ERRORS as exc:
-            await conn.disconnect()
-            raise self._unavailable(shard, exc) from exc
-        finally:
-            pool.put(conn)
-        if reply is None:
-            return None
-        key, envelope = reply
-        return self._popped(shard, key, envelope)
-
-    async def _arace(self, by_shard: dict[int, list[str]], wait: float) -> Popped | None:
-        """``_race`` with one task per server."""
-        client_ids: dict[int, int] = {}
-        cancelled = [False]
-
-        async def wait_on(shard: _Shard, queues: list[str]) -> Any:
-            clients = await shard.aclients()
-            pool = clients.bconns
-            try:
-                conn = await pool.aget()
-            except _NETWORK_ERRORS as exc:
-                return self._unavailable(shard, exc)
-            try:
-                await conn.send_packed_command(conn.pack_commands(
-                    [("CLIENT", "ID"), ("BLPOP", *self._blpop_keys(queues), _seconds(wait))]))
-                client_ids[shard.index] = await conn.read_response()
-                if cancelled[0]:
-                    await clients.client.client_unblock(client_ids[shard.index])
-                return await conn.read_response()
-            except _NETWORK_ERRORS as exc:
-                await conn.disconnect()
-                return self._unavailable(shard, exc)
-            finally:
-                pool.put(conn)
-
-        tasks = {asyncio.ensure_future(wait_on(self.shards[index], queues)): index
-                 for index, queues in by_shard.items()}
-        results: list[tuple[int, Any]] = []
-        pending = set(tasks)
-        try:
-            while pending and not any(r is not None and not isinstance(r, BaseException)
-                                      for _, r in results):
-                done, pending = await asyncio.wait(pending,
-                                                   return_when=asyncio.FIRST_COMPLETED)
-                results.extend((tasks[task], task.result()) for task in done)
-            cancelled[0] = True
-            for _ in range(100):
-                if not pending:
-                    break
-                for task in pending:
-                    index = tasks[task]
-                    if index in client_ids:
-                        with contextlib.suppress(_NETWORK_ERRORS):
-                            await (await self.shards[index].aclients()).client.client_unblock(
-                                client_ids[index])
-                done, pending = await asyncio.wait(pending, timeout=0.05)
-                results.extend((tasks[task], task.result()) for task in done)
-        finally:
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-        lost_bells: dict[_Shard, list[str]] = {}
-        winner = self._race_outcome(results, lost_bells)
-        for shard, queues in lost_bells.items():
-            with contextlib.suppress(LayerUnavailable):
-                await self._acall(shard, "ring", self._args(*queues), retry=True)
-        return winner
 
     # -- groups ------------------------------------------------------------
 
@@ -1621,18 +508,18 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- acks and delay ----------------------------------------------------
 
+
     def _ack(self, queue: str, key: str, now: float) -> bool:
-        self._check_open()
-        shard = self._shard_of(queue)
-        acked, evicted = self._call(shard, "ack", self._args(queue, key), retry=True)
-        self._apply_evictions(shard, evicted)
-        return bool(acked)
+        return self._run(self._ack_steps(queue, key))
 
     async def _ack_async(self, queue: str, key: str, now: float) -> bool:
+        return await self._arun(self._ack_steps(queue, key))
+
+    def _ack_steps(self, queue: str, key: str) -> Steps[bool]:
         self._check_open()
         shard = self._shard_of(queue)
-        acked, evicted = await self._acall(shard, "ack", self._args(queue, key), retry=True)
-        await self._aapply_evictions(shard, evicted)
+        acked, evicted = yield ("_call", shard, "ack", self._args(queue, key), True)
+        yield ("_apply_evictions", shard, evicted)
         return bool(acked)
 
     def _send_later(self, channel: str, queue: str, body: bytes, due_at: float,
@@ -1788,19 +675,6 @@ class RedisChannelLayer(BaseChannelLayer):
         hosts = ", ".join(shard.display for shard in self.shards)
         return f"<RedisChannelLayer [{hosts}] prefix={self.prefix!r} expiry={self.expiry}>"
 
-
-def _client_kwargs(base: dict[str, Any], attempts: int, for_async: bool,
-                   blocking: bool) -> dict[str, Any]:
-    """redis-py client arguments: retries with backoff, or none for blocking waits
-    (the receive loop does its own backoff) with a socket timeout above BLPOP's."""
-    kwargs = dict(base)
-    if blocking:
-        kwargs["retry"] = _retry(0, for_async=for_async)
-        timeout = kwargs.get("socket_timeout")
-        kwargs["socket_timeout"] = max(timeout or 0, BLOCK_SOCKET_TIMEOUT)
-    elif "retry" not in kwargs:
-        kwargs["retry"] = _retry(attempts, for_async=for_async)
-    return kwargs
 
 
 def _make_fernet(keys: Iterable[str | bytes] | None) -> Any:

@@ -1,0 +1,273 @@
+"""Connections to the Redis servers: one ``_Shard`` per server, its pools and clients.
+
+Each shard has redis-py clients (sync, and one pair per event loop for asyncio),
+plus ``_Conns``/``_AConns``: lean pools that the layer's hot paths (scripts, blocking
+pops) check connections out of. Commands are written already packed (``_pack``).
+Nothing here decides anything about messages; ``layer.py`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    from redis.connection import PythonRespSerializer
+
+    _SERIALIZER = PythonRespSerializer(6000, lambda value: (
+        value if isinstance(value, bytes) else str(value).encode()))
+
+    def _pack_command(args: tuple[Any, ...]) -> bytes:
+        return b"".join(_SERIALIZER.pack(*args))
+
+
+#: Longest single ``BLPOP`` (s); longer waits re-arm it (one command per slice).
+BLOCK_SLICE = 10.0
+#: Socket timeout of blocking connections: always longer than a ``BLPOP``.
+BLOCK_SOCKET_TIMEOUT = BLOCK_SLICE + 10.0
+#: Default retries of a command on connection errors, with exponential backoff.
+DEFAULT_RETRY_ATTEMPTS = 3
+RETRY_BASE = 0.05
+RETRY_CAP = 1.0
+
+_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError)
+Popped = tuple["_Shard", str, bytes | None]  # envelope None: a bell (a wake-up)
+
+
+def _pack(*args: Any) -> list[bytes]:
+    """One command in the Redis protocol, as ``send_packed_command`` takes it
+    (hiredis's packer directly: redis-py's wrapper copies every argument)."""
+    return [_pack_command(args)]
+
+
+def _seconds(wait: float) -> str:
+    """A ``BLPOP`` timeout: at least 1 ms (Redis reads 0 as "wait forever")."""
+    return f"{max(math.ceil(wait * 1000), 1) / 1000:.3f}"
+
+
+def _retry(attempts: int, *, for_async: bool = False) -> Any:
+    backoff = ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE) if attempts else NoBackoff()
+    cls = redis.asyncio.retry.Retry if for_async else Retry
+    return cls(backoff, attempts)
+
+
+class _Conns:
+    """A lean pool of connections for the hot path (scripts and BLPOP).
+
+    redis-py's pool does bookkeeping on every checkout that costs more than a
+    loopback round trip; this keeps idle connections in a deque instead. The
+    connections are made by (and configured like) ``pool``'s, and each
+    checkout still reconnects a connection the server has closed.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.idle: deque[Any] = deque()
+        self.made: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.pid = os.getpid()
+
+    def get(self) -> Any:
+        if self.pid != os.getpid():  # forked: never share a socket with the parent
+            self.idle, self.made, self.pid = deque(), weakref.WeakSet(), os.getpid()
+        conn = self._take()
+        try:
+            conn.connect()
+            try:
+                stale = conn.can_read()  # unread data, or closed by the server (raises)
+            except (*_NETWORK_ERRORS, OSError):
+                stale = True
+            if stale:
+                conn.disconnect()
+                conn.connect()
+        except BaseException:
+            self.idle.append(conn)
+            raise
+        return conn
+
+    def _take(self) -> Any:
+        """An idle connection, else a new one (neither checked nor connected yet)."""
+        try:
+            return self.idle.pop()
+        except IndexError:
+            conn = self.pool.make_connection()
+            self.made.add(conn)
+            return conn
+
+    def put(self, conn: Any) -> None:
+        self.idle.append(conn)
+
+    def close(self) -> None:
+        for conn in list(self.made):
+            conn.disconnect()
+        self.idle.clear()
+
+
+class _AConns(_Conns):
+    """``_Conns`` for one event loop's asyncio pool."""
+
+    async def aget(self) -> Any:
+        conn = self._take()
+        try:
+            await conn.connect()
+            try:
+                stale = await conn.can_read()
+            except (*_NETWORK_ERRORS, OSError):
+                stale = True
+            if stale:
+                await conn.disconnect()
+                await conn.connect()
+        except BaseException:
+            self.idle.append(conn)
+            raise
+        return conn
+
+    async def aclose(self) -> None:
+        for conn in list(self.made):
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+        self.idle.clear()
+
+
+class _LoopClients:
+    """One event loop's asyncio clients for a shard (closed with the loop)."""
+
+    def __init__(self, client: Any, blocking: Any) -> None:
+        self.client = client
+        self.blocking = blocking
+        self.conns = _AConns(client.connection_pool)
+        self.bconns = _AConns(blocking.connection_pool)
+        self.guard: Any = None
+
+    async def aclose(self) -> None:
+        for conns in (self.conns, self.bconns):
+            await conns.aclose()
+        for client in (self.client, self.blocking):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def abandon(self) -> None:
+        """Close the sockets of a loop that closed without telling us, quietly.
+
+        A closed loop can no longer close its transports, so the socket under
+        each one is closed directly, and the guard generator is finished here
+        (its ``finally`` does nothing once the loop is closed).
+        """
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            with contextlib.suppress(StopIteration, RuntimeError):
+                guard.aclose().send(None)
+        for conns in (self.conns, self.bconns, self.client, self.blocking):
+            pool = conns.pool if isinstance(conns, _Conns) else conns.connection_pool
+            found = list(conns.made) if isinstance(conns, _Conns) else [
+                *pool._available_connections, *pool._in_use_connections]
+            for conn in found:
+                writer = getattr(conn, "_writer", None)
+                raw = getattr(getattr(writer, "transport", None), "_sock", None)
+                if raw is not None:
+                    with contextlib.suppress(OSError):
+                        raw.close()
+                conn._writer = conn._reader = None
+
+
+class _Shard:
+    """One Redis server (or Sentinel service): its clients, sync and per event loop."""
+
+    def __init__(self, index: int, node: str, display: str, password: str | None,
+                 make_client: Callable[[bool, bool], Any]) -> None:
+        self.index = index
+        self.node = node
+        self.display = display
+        self.password = password
+        #: The last blocking wait on this server failed (set and cleared by the race
+        #: of a multi-server receive): the first, non-blocking pass of a blocking
+        #: receive skips it, so one server down does not stall the others.
+        self.down = False
+        self._make_client = make_client
+        self.client: redis.Redis = make_client(False, False)
+        self.blocking: redis.Redis = make_client(False, True)
+        self.conns = _Conns(self.client.connection_pool)
+        self.bconns = _Conns(self.blocking.connection_pool)
+        self._loops: weakref.WeakKeyDictionary[Any, _LoopClients] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    async def aclients(self) -> _LoopClients:
+        """The asyncio clients for the running event loop.
+
+        They are closed when the loop shuts down its async generators (as
+        ``asyncio.run`` does): a started generator's ``finally`` closes them.
+        """
+        loop = asyncio.get_running_loop()
+        clients = self._loops.get(loop)
+        if clients is None:
+            with self._lock:
+                for old in [old for old in self._loops if old.is_closed()]:
+                    self._loops.pop(old).abandon()
+                clients = _LoopClients(self._make_client(True, False),
+                                       self._make_client(True, True))
+                self._loops[loop] = clients
+            clients.guard = self._close_with_loop(loop, clients)
+            await clients.guard.__anext__()
+        return clients
+
+    async def _close_with_loop(self, loop: Any, clients: _LoopClients) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if not loop.is_closed():  # the loop is shutting down: close properly
+                with self._lock:
+                    if self._loops.get(loop) is clients:
+                        del self._loops[loop]
+                await clients.aclose()
+
+    def redact(self, text: str) -> str:
+        if self.password:
+            text = text.replace(self.password, "***")
+        return text
+
+    def close(self) -> None:
+        self.conns.close()
+        self.bconns.close()
+        for client in (self.client, self.blocking):
+            client.connection_pool.disconnect()
+        with self._lock:
+            loops = list(self._loops.items())
+            self._loops.clear()
+        for loop, clients in loops:
+            if loop.is_closed():
+                clients.abandon()
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(clients.aclose(), loop)
+            else:
+                loop.run_until_complete(clients.aclose())
+
+
+
+def _client_kwargs(base: dict[str, Any], attempts: int, for_async: bool,
+                   blocking: bool) -> dict[str, Any]:
+    """redis-py client arguments: retries with backoff, or none for blocking waits
+    (the receive loop does its own backoff) with a socket timeout above BLPOP's."""
+    kwargs = dict(base)
+    if blocking:
+        kwargs["retry"] = _retry(0, for_async=for_async)
+        timeout = kwargs.get("socket_timeout")
+        kwargs["socket_timeout"] = max(timeout or 0, BLOCK_SOCKET_TIMEOUT)
+    elif "retry" not in kwargs:
+        kwargs["retry"] = _retry(attempts, for_async=for_async)
+    return kwargs
