@@ -403,17 +403,9 @@ class SQLiteChannelLayer(BaseChannelLayer):
 
     def _send(self, channel: str, queue: str, body: bytes, expires_at: float,
               capacity: int) -> None:
-        now = expires_at - self.expiry
-        with self._transaction() as db:
-            self._expire(db, now)
-            if not self._push(db, channel, queue, body, now, capacity):
-                self._count(db, queue, "channel_full_count")
-                full = True
-            else:
-                full = False
-        if full:
-            raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
-        self._ringer.ring({queue})
+        [refused] = self._send_many([(channel, queue, body, expires_at, capacity)])
+        if refused is not None:
+            raise refused
 
     def _send_many(self, sends: list[tuple[str, str, bytes, float, int]],
                    ) -> list[ChannelLayerError | None]:
