@@ -20,19 +20,43 @@ from worker.outbox import before_immediate, current_outbox
 Validator = Callable[[Any], Any]
 
 
-def _layer_for(explicit: Any, what: str) -> Any:
+def _layer_for(explicit: Any, what: object) -> Any:
+    """``explicit``, else the running consumer's layer; ``what`` (its ``repr`` is
+    only made for the error) names the caller."""
     if explicit is not None:
         return explicit
     outbox = current_outbox()
     if outbox is None:
-        raise RuntimeError(f"{what} has no layer: pass layer=... or use it inside a consumer")
+        raise RuntimeError(f"{_name(what)} has no layer: pass layer=... or use it inside a "
+                           "consumer")
     return outbox.layer
 
 
-def _check_content(content: object, what: str) -> dict[str, Any]:
+def _name(what: object) -> str:
+    return what if isinstance(what, str) else repr(what)
+
+
+def _check_content(content: object, what: object) -> dict[str, Any]:
     if not isinstance(content, dict):
-        raise TypeError(f"{what}.send() takes a dict, got {type(content).__name__}")
+        raise TypeError(f"{_name(what)}.send() takes a dict, got {type(content).__name__}")
     return content
+
+
+#: Channel names already validated (validation depends on the name alone), so the
+#: names a worker sees again (its own channels, a socket's reply channel) are
+#: checked once; emptied when full, so unique names cannot make it grow.
+_VALID_NAMES: dict[str, str] = {}
+_VALID_NAMES_MAX = 4096
+
+
+def _valid_channel_name(name: str) -> str:
+    if name.__class__ is str and name in _VALID_NAMES:
+        return name
+    names.validate_channel_name(name)
+    if len(_VALID_NAMES) >= _VALID_NAMES_MAX:
+        _VALID_NAMES.clear()
+    _VALID_NAMES[name] = name
+    return name
 
 
 class Channel:
@@ -40,7 +64,7 @@ class Channel:
 
     def __init__(self, name: str, layer: Any = None, *,
                  validator: Validator | None = None) -> None:
-        self.name = names.validate_channel_name(name)
+        self.name = _valid_channel_name(name)
         self.layer = layer
         self.validator = validator
 
@@ -50,13 +74,13 @@ class Channel:
         Raises ``MessageFormatError`` (naming the field) when ``content`` breaks
         the format of this channel or of this kind of reply.
         """
-        content = _check_content(content, repr(self))
+        content = _check_content(content, self)
         if self.validator is not None:
             self.validator(content)
         else:
             formats.validate_message(self.name, content)
         outbox = current_outbox()
-        layer = self.layer if self.layer is not None else _layer_for(None, repr(self))
+        layer = self.layer if self.layer is not None else _layer_for(None, self)
         if immediately or outbox is None:
             before_immediate()
             layer.send(self.name, content)
@@ -89,7 +113,7 @@ class Group:
 
     def add(self, channel: Channel | str) -> None:
         """Make ``channel`` a member now (not held until the consumer returns)."""
-        layer = _layer_for(self.layer, repr(self))
+        layer = _layer_for(self.layer, self)
         before_immediate()
         layer.group_add(self.name, _channel_name(channel))
 
@@ -100,7 +124,7 @@ class Group:
         sends are flushed (after the ones made before this call), so that a
         consumer that raises leaves the membership as it was.
         """
-        layer = _layer_for(self.layer, repr(self))
+        layer = _layer_for(self.layer, self)
         outbox = current_outbox()
         if immediately or outbox is None:
             before_immediate()
@@ -110,9 +134,9 @@ class Group:
 
     def send(self, content: dict[str, Any], immediately: bool = False) -> None:
         """Send ``content`` to every member now, or when the running consumer returns."""
-        content = _check_content(content, repr(self))
+        content = _check_content(content, self)
         outbox = current_outbox()
-        layer = _layer_for(self.layer, repr(self))
+        layer = _layer_for(self.layer, self)
         if immediately or outbox is None:
             before_immediate()
             layer.send_group(self.name, content)

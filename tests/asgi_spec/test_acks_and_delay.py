@@ -19,6 +19,7 @@ import pytest
 
 from asgi_spec import LayerConfigError, layer_from_url
 from asgi_spec.acks import AtLeastOnceRules, Receipt, make_receipt, split_receipt
+from asgi_spec.exceptions import ChannelFull
 from asgi_spec.layers.memory import MemoryChannelLayer
 from asgi_spec.layers.redis import RedisChannelLayer
 from asgi_spec.layers.redis import config as redis_config
@@ -245,6 +246,51 @@ def test_redis_plain_layer_reads_a_redelivered_message(make):
     acking.receive_with_receipt(["tasks"])
     clock.advance(10)
     assert plain.receive(["tasks"], block=True, timeout=1) == ("tasks", {"x": 1})
+
+
+def test_redis_receive_among_empty_queues_still_requeues_a_due_item(make):
+    """A receive whose queues are all empty, one with an item in flight, still moves
+    that item back once its deadline passed (the shortcut for empty queues with
+    nothing in flight does not apply), for a plain receive, a batch receive and a
+    receive with receipt."""
+    clock = FakeClock()
+    acking = make(at_least_once=["tasks"], ack_timeout=10, clock=clock)
+    plain = make(prefix=acking.prefix, clock=clock)
+    queues = ["idle.a", "tasks", "idle.b", "srv!"]
+    for n in range(3):
+        acking.send("tasks", {"n": n})
+    held = [acking.receive_with_receipt(["tasks"])[1]["n"] for _ in range(3)]
+    assert held == [0, 1, 2] and _listed(acking, "tasks") == 0
+    assert plain.receive(queues) == (None, None)  # not due yet
+    clock.advance(10)
+    assert plain.receive(queues) == ("tasks", {"n": 0})
+    assert [m["n"] for _, m in plain.receive_batch(queues, 10)] == [1, 2]
+    acking.send("tasks", {"n": 3})
+    got = acking.receive_with_receipt(["idle.a", "tasks"])
+    clock.advance(10)
+    again = acking.receive_with_receipt(["idle.a", "tasks", "idle.b"])
+    assert (again[1], again[2].deliveries) == (got[1], 2)
+
+
+def test_redis_send_counts_and_requeues_in_flight_items(make):
+    """A send to a queue whose only items are in flight counts them against its
+    capacity, and once they are due puts its message after them (redeliveries first)."""
+    clock = FakeClock()
+    layer = make(at_least_once=["tasks"], ack_timeout=10, capacity=2, clock=clock)
+    layer.send("tasks", {"n": 0})
+    layer.send("tasks", {"n": 1})
+    layer.receive_with_receipt(["tasks"])
+    layer.receive_with_receipt(["tasks"])
+    assert _listed(layer, "tasks") == 0
+    with pytest.raises(ChannelFull):
+        layer.send("tasks", {"n": 2})
+    clock.advance(10)
+    with pytest.raises(ChannelFull):  # both came back: still two held
+        layer.send("tasks", {"n": 2})
+    assert _listed(layer, "tasks") == 2
+    assert [layer.receive(["tasks"])[1]["n"] for _ in range(2)] == [0, 1]
+    layer.send("tasks", {"n": 2})
+    assert layer.receive(["tasks"])[1] == {"n": 2}
 
 
 def test_redis_group_send_rings_at_least_once_members(make):

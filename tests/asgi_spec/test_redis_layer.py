@@ -50,6 +50,23 @@ class TestShardedRedisLayer(TestRedisLayer):
         self.prefix = fresh_prefix("s")
 
 
+@pytest.fixture(scope="module")
+def redis_without_fcall_url() -> Any:
+    """A private server that answers ``FCALL`` with "unknown command", as Redis < 7.0."""
+    server = RedisServer(extra_args=("--rename-command", "FCALL", "")).start()
+    yield server.url
+    server.cleanup()
+
+
+class TestRedisLayerWithoutFunctions(TestRedisLayer):
+    """One Redis server without ``FCALL``: every script runs through ``EVALSHA``."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_without_fcall_url: str) -> None:
+        self.urls = [redis_without_fcall_url]
+        self.prefix = fresh_prefix("nf")
+
+
 class TestEncryptedRedisLayer(TestRedisLayer):
     """One Redis server, bodies encrypted at rest."""
 
@@ -94,6 +111,11 @@ class _CommandCounter:
                             counting)
 
 
+def _script_calls(command: bytes) -> int:
+    """Script calls in a written command: ``FCALL`` (Redis >= 7) or ``EVALSHA``."""
+    return command.count(b"\r\nFCALL\r\n") + command.count(b"\r\nEVALSHA\r\n")
+
+
 def test_group_send_to_one_server_is_one_round_trip(make, monkeypatch, redis_server):
     """A group send to 300 members on one ``srv!`` queue is one command, one round trip,
     and puts 300 entries on that queue."""
@@ -107,9 +129,9 @@ def test_group_send_to_one_server_is_one_round_trip(make, monkeypatch, redis_ser
     counter = _CommandCounter(monkeypatch)
     assert layer.send_group("room", {"text": "hi"}) == 300
     assert len(counter.commands) == 1
-    assert counter.commands[0].count(b"EVALSHA") == 1
+    assert _script_calls(counter.commands[0]) == 1
     calls = {key: value["calls"] for key, value in stats.info("commandstats").items()}
-    assert calls.get("cmdstat_evalsha") == 1
+    assert calls.get("cmdstat_fcall", 0) + calls.get("cmdstat_evalsha", 0) == 1
     assert stats.llen(f"{layer.prefix}q:srv!") == 300
     got = Counter(layer.receive(["srv!"])[0] for _ in range(300))
     assert set(got) == set(members) and set(got.values()) == {1}
@@ -794,7 +816,7 @@ def test_send_many_is_one_write_per_server(make, monkeypatch):
     items = [(f"srv!c{n % 4}", {"n": n}) for n in range(40)]
     assert layer.send_many(items) == [None] * 40
     assert len(counter.commands) == 1
-    assert counter.commands[0].count(b"EVALSHA") == 40
+    assert _script_calls(counter.commands[0]) == 40
     got = layer.receive_batch(["srv!"], 100)
     assert [message["n"] for _, message in got] == list(range(40))
 
@@ -807,6 +829,118 @@ def test_send_many_after_the_server_lost_its_scripts(make, redis_server):
     redis.Redis(port=redis_server.port).script_flush()
     assert layer.send_many([("srv!a", {"n": n}) for n in range(5)]) == [None] * 5
     assert [m["n"] for _, m in layer.receive_batch(["srv!"], 10)] == [0, 1, 2, 3, 4]
+
+
+def test_a_server_without_fcall_is_detected_once(make, redis_without_fcall_url, monkeypatch):
+    """A server that answers ``FCALL`` with "unknown command" (Redis < 7.0) switches the
+    shard to ``EVALSHA`` for good; the call that found out still runs, once, and later
+    calls never try ``FCALL`` again."""
+    layer = make(hosts=[redis_without_fcall_url])
+    layer.send("sb.old", {"n": 1})
+    assert layer.shards[0].functions is False
+    counter = _CommandCounter(monkeypatch)
+    layer.send("sb.old", {"n": 2})
+    assert [b"FCALL" in command for command in counter.commands] == [False]
+    assert [layer.receive(["sb.old"])[1] for _ in range(3)] == [{"n": 1}, {"n": 2}, None]
+
+
+@pytest.mark.parametrize("flush", ["function_flush", "script_flush"])
+def test_calls_after_the_server_lost_its_code(make, redis_server, flush):
+    """After ``FUNCTION FLUSH`` or ``SCRIPT FLUSH`` (as after a restart) a send, a
+    ``send_many`` (sync and async) and a receive still run every call once, in order:
+    the library is loaded again (or the script sent with ``EVAL``)."""
+    layer = make()
+    layer.send("warm-up", {"x": 0})
+    client = redis.Redis(port=redis_server.port)
+    getattr(client, flush)()
+    layer.send("srv!a", {"n": 0})
+    getattr(client, flush)()
+    assert layer.send_many([("srv!a", {"n": n}) for n in range(1, 4)]) == [None] * 3
+    getattr(client, flush)()
+    assert asyncio.run(layer.send_many_async([("srv!a", {"n": 4})])) == [None]
+    getattr(client, flush)()
+    assert layer.receive(["sb.nothing", "srv!"])[1] == {"n": 0}
+    assert [m["n"] for _, m in layer.receive_batch(["srv!"], 10)] == [1, 2, 3, 4]
+    assert layer.shards[0].functions is True
+
+
+def test_a_pipeline_resends_only_the_calls_that_did_not_run():
+    """When another client loads the code in the middle of a pipeline, the calls that
+    ran keep their replies and only the refused ones are written again: no message
+    is sent twice. A real error reply is raised, not retried."""
+    from redis.exceptions import ResponseError
+
+    from asgi_spec.layers.redis.connections import _settle
+
+    class Shard:
+        functions = True
+
+    missing = ResponseError("Function not found")
+    results: list[Any] = [None] * 4
+    refused, why = _settle(Shard(), [0, 1, 2, 3], [missing, [1, []], missing, [1, []]],
+                           results, last=False)
+    assert (refused, why) == ([0, 2], "library")
+    assert results == [None, [1, []], None, [1, []]]
+    assert _settle(Shard(), [0, 2], [[1, []], [0, []]], results, last=False) == ([], None)
+    assert results == [[1, []], [1, []], [0, []], [1, []]]
+    with pytest.raises(ResponseError, match="OOM"):
+        _settle(Shard(), [0], [ResponseError("OOM command not allowed")], [None], last=False)
+    with pytest.raises(ResponseError, match="Function not found"):
+        _settle(Shard(), [0], [missing], [None], last=True)
+
+
+def test_a_server_refusing_function_load_falls_back_to_evalsha(make):
+    """A server that refuses ``FUNCTION LOAD`` (here: no such command) leaves the shard
+    on ``EVALSHA``; the call that tried runs once and everything works."""
+    server = RedisServer(extra_args=("--rename-command", "FUNCTION", "")).start()
+    try:
+        layer = make(hosts=[server.url])
+        assert layer.send_many([("srv!a", {"n": n}) for n in range(3)]) == [None] * 3
+        assert layer.shards[0].functions is False
+        layer.send("srv!a", {"n": 3})
+        assert [m["n"] for _, m in layer.receive_batch(["srv!"], 10)] == [0, 1, 2, 3]
+        layer.close()
+    finally:
+        server.cleanup()
+
+
+def _commands_in_scripts(client: redis.Redis) -> dict[str, int]:
+    return {key[len("cmdstat_"):]: value["calls"]
+            for key, value in client.info("commandstats").items()
+            if key not in ("cmdstat_fcall", "cmdstat_evalsha")
+            and not key.startswith(("cmdstat_config", "cmdstat_info"))}
+
+
+def test_receive_over_empty_queues_is_one_command_inside_redis(make, redis_server):
+    """A non-blocking receive over four empty shared queues (nothing in flight) costs
+    one ``EXISTS`` inside Redis, not a look at each queue; a send to an empty shared
+    queue reads neither its head nor its due in-flight items."""
+    layer = make()
+    queues = ["sb.e1", "sb.e2", "sb.e3", "sb.e4"]
+    layer.receive(queues)  # loads the library
+    client = redis.Redis(port=redis_server.port)
+    client.config_resetstat()
+    assert layer.receive(queues) == (None, None)
+    assert _commands_in_scripts(client) == {"exists": 1}
+    client.config_resetstat()
+    layer.send("sb.e1", {"x": 1})
+    calls = _commands_in_scripts(client)
+    assert "lindex" not in calls and "zrangebyscore" not in calls, calls
+    assert layer.receive(queues) == ("sb.e1", {"x": 1})
+
+
+def test_a_queue_listed_twice_in_a_receive(make):
+    """A receive that names a queue twice drops its expired head once (counted once)
+    and returns its live message, as with the queue named once."""
+    clock = FakeClock()
+    layer = make(expiry=10, clock=clock)
+    layer.send("sb.twice", {"n": 1})
+    clock.advance(5)
+    layer.send("sb.twice", {"n": 2})
+    clock.advance(6)
+    assert layer.receive(["sb.twice", "sb.other", "sb.twice"]) == ("sb.twice", {"n": 2})
+    assert layer.channel_statistics("sb.twice")["messages_expired_count"] == 1
+    assert layer.receive(["sb.twice", "sb.twice"]) == (None, None)
 
 
 def test_tampered_ciphertext_is_rejected_with_a_clear_error(make, redis_server, caplog):

@@ -111,3 +111,37 @@ def test_channel_equality_by_name():
     assert Channel("a") == Channel("a") and hash(Channel("a")) == hash(Channel("a"))
     assert Channel("a") != Channel("b")
     assert str(Channel("a")) == "a"
+
+
+def test_channel_names_are_still_checked_when_seen_again(monkeypatch):
+    """Channel validates each name once (a cache of valid names, bounded): an
+    invalid name raises every time, a valid one is accepted again, and the
+    cache empties instead of growing past its bound."""
+    from worker import channels
+
+    monkeypatch.setattr(channels, "_VALID_NAMES", {})
+    monkeypatch.setattr(channels, "_VALID_NAMES_MAX", 3)
+    for _ in range(2):
+        with pytest.raises(InvalidChannelName):
+            Channel("srv!")  # a prefix: not a channel to send to
+        with pytest.raises(InvalidChannelName):
+            Channel("bad name")
+        assert Channel("srv!conn1").name == "srv!conn1"
+    assert "bad name" not in channels._VALID_NAMES
+    for n in range(10):
+        Channel(f"srv!conn{n}")
+    assert len(channels._VALID_NAMES) <= 3
+    with pytest.raises(InvalidChannelName):
+        Channel(123)  # type: ignore[arg-type]
+
+
+def test_errors_still_name_the_channel_or_group():
+    """A send of a non-dict, or without a layer outside a consumer, names its target."""
+    with pytest.raises(TypeError, match=r"Channel\('jobs'\)\.send\(\) takes a dict, got list"):
+        Channel("jobs", memory_layer()).send([1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Group\('g'\)\.send\(\) takes a dict, got str"):
+        Group("g", memory_layer()).send("x")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match=r"Channel\('jobs'\) has no layer"):
+        Channel("jobs").send({"n": 1})
+    with pytest.raises(RuntimeError, match=r"Group\('g'\) has no layer"):
+        Group("g").add("jobs")

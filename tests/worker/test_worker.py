@@ -495,3 +495,24 @@ def test_echoed_signal_does_not_cut_the_stop_short(monkeypatch):
     worker._first_signal_at -= 2
     worker._on_signal(signals.SIGTERM, None)
     assert exits == [128 + signals.SIGTERM]
+
+
+def test_the_outbox_is_current_only_while_the_consumer_runs(caplog):
+    """A consumer runs with its outbox current; once it returned or raised, none is
+    (so a later send outside a consumer is immediate again)."""
+    from worker.outbox import current_outbox
+
+    seen = []
+
+    def consumer(message):
+        seen.append(current_outbox())
+        if message["path"] == "/boom/":
+            raise RuntimeError("boom")
+
+    worker = make_worker([route("http.request", consumer)])
+    for path in ("/ok/", "/boom/"):
+        worker.layer.send("http.request", http_request(path))
+        assert worker.run_once(block=False) is True
+        assert current_outbox() is None
+    assert len(seen) == 2 and all(outbox is not None for outbox in seen)
+    assert seen[0] is not seen[1]

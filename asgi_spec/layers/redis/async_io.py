@@ -11,15 +11,19 @@ import asyncio
 import contextlib
 from typing import Any
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from asgi_spec.exceptions import LayerUnavailable
 from asgi_spec.layers.redis.connections import (
     _NETWORK_ERRORS,
+    LOAD_LIBRARY,
+    SCRIPT_ATTEMPTS,
     Popped,
+    _missing_script,
     _pack,
-    _pack_command,
+    _script_command,
     _seconds,
+    _settle,
     _Shard,
 )
 from asgi_spec.layers.redis.scripts import SCRIPTS, Script
@@ -52,15 +56,11 @@ class _AsyncIO:
             for current, script, args in calls:
                 pool = (await current.aclients()).conns
                 conns.append((pool, await pool.aget()))
-                await conns[-1][1].send_packed_command(_pack("EVALSHA", script.sha, 0, *args))
+                await conns[-1][1].send_packed_command(_script_command(current, script, args))
             results = []
             for (_, conn), call in zip(conns, calls, strict=True):
                 current, script, args = call
-                try:
-                    results.append(await conn.read_response())
-                except NoScriptError:
-                    await conn.send_packed_command(_pack("EVAL", script.source, 0, *args))
-                    results.append(await conn.read_response())
+                results.append(await self._ascript_reply(conn, current, script, args))
             return results
         except _NETWORK_ERRORS as exc:
             for _, conn in conns:
@@ -69,6 +69,30 @@ class _AsyncIO:
         finally:
             for pool, conn in conns:
                 pool.put(conn)
+
+    async def _ascript_reply(self, conn: Any, shard: _Shard, script: Script,
+                             args: list[Any]) -> Any:
+        """``_script_reply`` for asyncio callers."""
+        for attempt in range(1, SCRIPT_ATTEMPTS + 1):
+            try:
+                return await conn.read_response()
+            except ResponseError as exc:
+                missing = _missing_script(shard, exc)
+                if missing is None or attempt == SCRIPT_ATTEMPTS:
+                    raise
+            if missing == "library":
+                await self._aload_library(conn, shard)
+            await conn.send_packed_command(
+                _script_command(shard, script, args, source=missing == "script"))
+        raise AssertionError("unreachable")
+
+    async def _aload_library(self, conn: Any, shard: _Shard) -> None:
+        """``_load_library`` for asyncio callers."""
+        await conn.send_packed_command(LOAD_LIBRARY)
+        try:
+            await conn.read_response()
+        except ResponseError:
+            shard.functions = False
 
     async def _acall(self, shard: _Shard, name: str, args: list[Any], retry: bool) -> Any:
         return (await self._acall_many([(shard, SCRIPTS[name], args)], retry=retry))[0]
@@ -95,20 +119,29 @@ class _AsyncIO:
         except _NETWORK_ERRORS as exc:
             raise self._unavailable(shard, exc) from exc
 
-        async def write(verb: str, ref: str) -> None:
-            await conn.send_packed_command(
-                [b"".join(_pack_command((verb, ref, 0, *args)) for args in arg_lists)])
+        async def write(arg_lists: list[list[Any]], source: bool) -> None:
+            await conn.send_packed_command([b"".join(
+                _script_command(shard, script, args, source=source)[0] for args in arg_lists)])
 
         try:
-            await write("EVALSHA", script.sha)
-            try:
-                return [await conn.read_response() for _ in arg_lists]
-            except NoScriptError:
-                for _ in range(len(arg_lists) - 1):  # the rest are NOSCRIPT replies too
-                    with contextlib.suppress(NoScriptError):
-                        await conn.read_response()
-            await write("EVAL", script.source)
-            return [await conn.read_response() for _ in arg_lists]
+            results: list[Any] = [None] * len(arg_lists)
+            todo, source = list(range(len(arg_lists))), False
+            for attempt in range(1, SCRIPT_ATTEMPTS + 1):
+                await write([arg_lists[i] for i in todo], source)
+                replies: list[Any] = []
+                for _ in todo:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+                todo, missing = _settle(shard, todo, replies, results,
+                                        last=attempt == SCRIPT_ATTEMPTS)
+                if not todo:
+                    return results
+                if missing == "library":
+                    await self._aload_library(conn, shard)
+                source = missing == "script"
+            raise AssertionError("unreachable")
         except _NETWORK_ERRORS as exc:
             await conn.disconnect()
             raise self._unavailable(shard, exc) from exc

@@ -23,8 +23,11 @@ import redis.asyncio
 import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+
+from asgi_spec.layers.redis.scripts import LIBRARY, Script
 
 try:
     from hiredis import pack_command as _pack_command
@@ -55,6 +58,65 @@ def _pack(*args: Any) -> list[bytes]:
     """One command in the Redis protocol, as ``send_packed_command`` takes it
     (hiredis's packer directly: redis-py's wrapper copies every argument)."""
     return [_pack_command(args)]
+
+
+def _script_command(shard: _Shard, script: Script, args: list[Any], *,
+                    source: bool = False) -> list[bytes]:
+    """One call of ``script``: ``FCALL`` of its library function where the server
+    has functions, else ``EVALSHA`` (``EVAL`` with ``source``, after ``NOSCRIPT``)."""
+    if source:
+        return _pack("EVAL", script.source, 0, *args)
+    if shard.functions:
+        return _pack("FCALL", script.function, 0, *args)
+    return _pack("EVALSHA", script.sha, 0, *args)
+
+
+#: ``FUNCTION LOAD`` of the layer's library (a reload of the same code is harmless).
+LOAD_LIBRARY = _pack("FUNCTION", "LOAD", "REPLACE", LIBRARY)
+#: At most this many times a script call is written again for want of its code.
+SCRIPT_ATTEMPTS = 4
+
+
+def _missing_script(shard: _Shard, exc: ResponseError) -> str | None:
+    """Why a script call was refused without running, or ``None`` (a real error).
+
+    ``"library"``: the server lacks the function library (first use, a restart, a
+    ``FUNCTION FLUSH``): load it, call again. ``"fcall"``: the server has no
+    functions (Redis < 7.0): the shard uses ``EVALSHA`` from now on. ``"script"``:
+    ``NOSCRIPT``: send the script's source with ``EVAL``.
+    """
+    if isinstance(exc, NoScriptError):
+        return "script"
+    message = str(exc)
+    if message.startswith("Function not found"):
+        return "library" if shard.functions else "fcall"
+    if message.lower().startswith("unknown command") and "fcall" in message.lower():
+        shard.functions = False
+        return "fcall"
+    return None
+
+
+def _settle(shard: _Shard, todo: list[int], replies: list[Any], results: list[Any],
+            last: bool) -> tuple[list[int], str | None]:
+    """Put the replies to the calls ``todo`` (indexes into ``results``) where they go.
+
+    Returns the calls refused for want of their code (they did not run: write them
+    again) and why (``_missing_script``). A call that ran keeps its reply, so it is
+    never written twice, even if another client loaded the code mid-pipeline.
+    Raises the first real error reply, or a refusal on the ``last`` attempt.
+    """
+    refused: list[int] = []
+    why: str | None = None
+    for index, reply in zip(todo, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            missing = _missing_script(shard, reply)
+            if missing is None or last:
+                raise reply
+            refused.append(index)
+            why = missing
+        else:
+            results[index] = reply
+    return refused, why
 
 
 def _seconds(wait: float) -> str:
@@ -199,6 +261,11 @@ class _Shard:
         #: of a multi-server receive): the first, non-blocking pass of a blocking
         #: receive skips it, so one server down does not stall the others.
         self.down = False
+        #: Scripts are called as functions of ``LIBRARY`` (``FCALL``, Redis >= 7.0),
+        #: whose helpers are defined once, not on every call; ``False`` once the
+        #: server has shown it has no functions or refused to load the library:
+        #: ``EVALSHA`` from then on.
+        self.functions = True
         self._make_client = make_client
         self.client: redis.Redis = make_client(False, False)
         self.blocking: redis.Redis = make_client(False, True)

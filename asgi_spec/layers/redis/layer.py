@@ -336,9 +336,12 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
     # one pipeline, per call), and what they decide is shared already (_send_args ...).
 
     def _send_args(self, channel: str, queue: str, body: bytes, expires_at: float,
-                   capacity: int) -> list[Any]:
+                   capacity: int, head: list[Any] | None = None) -> list[Any]:
+        """The send script's arguments; ``head`` is ``_args()`` when the caller made it
+        already (one clock reading for a whole pipeline)."""
         envelope = make_envelope(expires_at, channel, self._encrypt(body))
-        return self._args(queue, envelope, capacity, "1" if self.is_at_least_once(queue) else "0")
+        return [*(self._args() if head is None else head), queue, envelope, capacity,
+                "1" if self.is_at_least_once(queue) else "0"]
 
     def _sent(self, channel: str, capacity: int, reply: list[Any]) -> None:
         if not reply[0]:
@@ -401,12 +404,14 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
 
     def _sends_by_shard(self, sends: list[tuple[str, str, bytes, float, int]],
                         ) -> list[tuple[_Shard, list[int], list[list[Any]]]]:
-        """``(shard, indexes into sends, send-script arguments)`` per server."""
+        """``(shard, indexes into sends, send-script arguments)`` per server; the sends
+        go out together, so they share one reading of the clock."""
         by_shard: dict[int, list[int]] = defaultdict(list)
         for index, send in enumerate(sends):
             by_shard[self._ring.index_of(send[1])].append(index)
+        head = self._args()
         return [(self.shards[shard_index], indexes,
-                 [self._send_args(*sends[i]) for i in indexes])
+                 [self._send_args(*sends[i], head) for i in indexes])
                 for shard_index, indexes in by_shard.items()]
 
     def _send_outcome(self, send: tuple[str, str, bytes, float, int],

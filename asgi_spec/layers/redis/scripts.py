@@ -22,6 +22,22 @@ many and short-lived, so they count in the totals only.
 Key TTLs are garbage collection only, in real time with generous margins;
 every expiry decision is taken by comparing envelopes with ``now``.
 
+How a script is called: on Redis >= 7.0 every script is a function of one
+library (``LIBRARY``, loaded with ``FUNCTION LOAD`` on first use and again
+whenever ``FCALL`` says it is missing; ``FCALL``), so its state and helpers
+are defined once per load rather than on every call; the library's name is a
+hash of its code, so layers of different versions sharing a server never call
+each other's functions. Where the server has no functions or refuses the
+library, the same text runs as a script (state, helpers and body) through
+``EVALSHA``/``EVAL``.
+
+Cheap looks: a script reads a queue's head, and its due in-flight items, only
+if there can be any. A send reads ``LLEN`` and ``ZCARD`` (which capacity needs
+anyway) first; a script over several queues starts with one ``EXISTS`` over
+all their lists and in-flight sets, and once every key it counted is a list
+whose head it has read, the other lists are empty and nothing is in flight
+(an empty key does not exist in Redis, so nothing in flight is ever skipped).
+
 At-least-once queues (the ``acks`` extension), per normal queue ``Q``:
 
 * ``<prefix>f:Q`` -- sorted set of in-flight deliveries, token -> deadline;
@@ -100,14 +116,18 @@ def schedule_record(bell: bool, capacity: int, envelope: bytes) -> bytes:
     return struct.pack(">BI", 1 if bell else 0, capacity) + envelope
 
 
-_PREAMBLE = r"""
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local LIST_TTL = tonumber(ARGV[3])
-local STATS_TTL = tonumber(ARGV[4])
-local TOTALS = P .. 'stats'
-local evicted = {}
+# What every call starts from, read by the helpers: _STATE declares it, _BEGIN
+# sets it from ARGV[1..4] at the start of each call.
+_STATE = r"""
+local P, NOW, LIST_TTL, STATS_TTL, TOTALS, evicted
+"""
 
+_BEGIN = r"""
+P, NOW, LIST_TTL, STATS_TTL = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+TOTALS, evicted = P .. 'stats', {}
+"""
+
+_HELPERS = r"""
 local function queue_of(channel)
   local bang = string.find(channel, '!', 1, true)
   if bang then return string.sub(channel, 1, bang) end
@@ -141,7 +161,7 @@ local function expires_of(envelope)
 end
 
 local REDELIVERED = 0x95
-local FLOAT64 = string.char(0xcb)
+local FLOAT64 = '\203'  -- 0xcb (no library calls while a Redis 7 library loads)
 
 local function normal(queue)
   return string.find(queue, '[%?!]') == nil
@@ -170,8 +190,9 @@ end
 
 -- Keep the bell list of an at-least-once queue no longer than the queue;
 -- with top_up, exactly as long (so every waiting message can wake a receiver).
-local function sync_bells(queue, top_up)
-  local qlen = redis.call('LLEN', P .. 'q:' .. queue)
+-- qlen: the queue's length if the caller has just learnt it.
+local function sync_bells(queue, top_up, qlen)
+  qlen = qlen or redis.call('LLEN', P .. 'q:' .. queue)
   local wkey = P .. 'w:' .. queue
   local wlen = redis.call('LLEN', wkey)
   if wlen > qlen then
@@ -184,11 +205,12 @@ local function sync_bells(queue, top_up)
   end
 end
 
--- Move the in-flight items of a queue whose deadline passed back to the head.
+-- Move the in-flight items of a queue whose deadline passed back to the head;
+-- true if there were any (the head may have changed).
 local function requeue(queue)
   local fkey = P .. 'f:' .. queue
   local due = redis.call('ZRANGEBYSCORE', fkey, '-inf', NOW, 'LIMIT', 0, 500)
-  if #due == 0 then return end
+  if #due == 0 then return false end
   local dkey = P .. 'fd:' .. queue
   local items = redis.call('HMGET', dkey, unpack(due))
   redis.call('ZREM', fkey, unpack(due))
@@ -214,6 +236,7 @@ local function requeue(queue)
   end
   redis.call('PEXPIRE', qkey, LIST_TTL)
   sync_bells(queue, true)
+  return true
 end
 
 local function evict(channel)
@@ -228,12 +251,16 @@ local function evict(channel)
 end
 
 -- Requeue due in-flight items, drop the expired head of a queue; return its
--- first live envelope (or nil).
-local function expire(queue)
-  if normal(queue) then requeue(queue) end
+-- first live envelope (or false), how many expired messages it dropped, and
+-- whether in-flight items came back. What the caller has just learnt saves
+-- calls: grounded, the queue has nothing in flight (no requeue); head, the
+-- list's head (false: the list is empty).
+local function expire(queue, grounded, head)
+  local moved = not grounded and normal(queue) and requeue(queue)
+  if moved then head = nil end
   local key = P .. 'q:' .. queue
   local dropped = 0
-  local head = redis.call('LINDEX', key, 0)
+  if head == nil then head = redis.call('LINDEX', key, 0) end
   while head and expires_of(head) <= NOW do
     redis.call('LPOP', key)
     dropped = dropped + 1
@@ -241,7 +268,38 @@ local function expire(queue)
     head = redis.call('LINDEX', key, 0)
   end
   if dropped > 0 then count(queue, 'messages_expired_count', dropped) end
-  return head
+  return head, dropped, moved
+end
+
+-- expire() for several queues; returns their heads by position (false: none),
+-- and true if none of them has anything in flight. One EXISTS over their lists
+-- and in-flight sets first: once every key it found is accounted for (a list
+-- with a head), the other lists are empty and nothing is in flight, so an
+-- empty queue costs no call of its own.
+local function expire_many(queues)
+  local keys, found = {}, 0
+  for _, queue in ipairs(queues) do
+    keys[#keys + 1] = P .. 'q:' .. queue
+    if normal(queue) then keys[#keys + 1] = P .. 'f:' .. queue end
+  end
+  for first = 1, #keys, 500 do
+    found = found + redis.call('EXISTS', unpack(keys, first, math.min(first + 499, #keys)))
+  end
+  local heads, seen = {}, {}
+  for i, queue in ipairs(queues) do
+    if seen[queue] then
+      heads[i] = nil  -- listed twice: read it again (the first expire may change it)
+    elseif found > 0 then
+      heads[i] = redis.call('LINDEX', P .. 'q:' .. queue, 0)
+      if heads[i] then found = found - 1 end
+    else
+      heads[i] = false
+    end
+    seen[queue] = true
+  end
+  local grounded = found == 0  -- the keys left over are in-flight sets
+  for i, queue in ipairs(queues) do heads[i] = expire(queue, grounded, heads[i]) end
+  return heads, grounded
 end
 
 local function str_header(channel)
@@ -264,7 +322,7 @@ local function push_many(members, head, tail)
     end
     entry.channels[#entry.channels + 1] = member[1]
   end
-  for _, queue in ipairs(order) do expire(queue) end
+  expire_many(order)
   local dead = {}
   for i = 1, #evicted, 2 do dead[evicted[i]] = true end
   local delivered = 0
@@ -304,14 +362,15 @@ local function members_of(group, cutoff, expire_members)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
   local members = redis.call('ZRANGE', key, 0, -1)
   if expire_members then
-    local seen = {}
+    local seen, queues = {}, {}
     for _, channel in ipairs(members) do
       local queue = queue_of(channel)
       if not seen[queue] then
         seen[queue] = true
-        expire(queue)
+        queues[#queues + 1] = queue
       end
     end
+    expire_many(queues)
     if #evicted > 0 then members = redis.call('ZRANGE', key, 0, -1) end
   end
   return members
@@ -323,15 +382,23 @@ end
 SEND = r"""
 local queue = ARGV[5]
 local key = P .. 'q:' .. queue
-expire(queue)
-if held(queue) >= tonumber(ARGV[7]) then
+-- held() read first: an empty list or in-flight set then needs no further look
+local pending = redis.call('LLEN', key)
+local flying = 0
+if normal(queue) then flying = redis.call('ZCARD', P .. 'f:' .. queue) end
+local head = nil
+if pending == 0 then head = false end
+local _, dropped, moved = expire(queue, flying == 0, head)
+local holding = pending - dropped + flying
+if moved then holding = held(queue) end  -- items came back from flight: count again
+if holding >= tonumber(ARGV[7]) then
   count(queue, 'channel_full_count', 1)
   return {0, evicted}
 end
-redis.call('RPUSH', key, ARGV[6])
+local qlen = redis.call('RPUSH', key, ARGV[6])
 redis.call('PEXPIRE', key, LIST_TTL)
 count(queue, 'messages_count', 1)
-if ARGV[8] == '1' or rings(queue) then sync_bells(queue, true) end
+if ARGV[8] == '1' or rings(queue) then sync_bells(queue, true, qlen) end
 return {1, evicted}
 """
 
@@ -349,17 +416,20 @@ for i = 8, #ARGV, 2 do
   end
 end
 if registered then redis.call('EXPIRE', P .. 'alo', STATS_TTL) end
+local queues = {}
+for i = 8, #ARGV, 2 do queues[#queues + 1] = ARGV[i] end
+local heads = expire_many(queues)
 local best, best_at = 0, nil
-for i = 8, #ARGV, 2 do
-  local head = expire(ARGV[i])
+for j = 1, #queues do
+  local head = heads[j]
   if head then
     local at = expires_of(head)
-    if best_at == nil or at < best_at then best, best_at = i, at end
+    if best_at == nil or at < best_at then best, best_at = 6 + 2 * j, at end
   end
 end
-if best == 0 then
+if best == 0 then  -- every list is empty now
   for i = 8, #ARGV, 2 do
-    if ARGV[i + 1] ~= '0' then sync_bells(ARGV[i], false) end
+    if ARGV[i + 1] ~= '0' then sync_bells(ARGV[i], false, 0) end
   end
   return {0, '', evicted, 0}
 end
@@ -507,20 +577,22 @@ return {delivered, evicted}
 # oldest first, as receive would take them one by one -> {envelopes, evicted}
 RECEIVE_MANY = r"""
 local max = tonumber(ARGV[5])
-local heads, out = {}, {}
-for i = 6, #ARGV do heads[i] = expire(ARGV[i]) end
+local queues, out = {}, {}
+for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+-- (nothing enters flight here: grounded stays true for the whole script)
+local heads, grounded = expire_many(queues)
 while #out < max do
   local best, best_at = nil, nil
-  for i = 6, #ARGV do
-    local head = heads[i]
+  for j = 1, #queues do
+    local head = heads[j]
     if head then
       local at = expires_of(head)
-      if best_at == nil or at < best_at then best, best_at = i, at end
+      if best_at == nil or at < best_at then best, best_at = j, at end
     end
   end
   if best == nil then break end
-  out[#out + 1] = redis.call('LPOP', P .. 'q:' .. ARGV[best])
-  heads[best] = expire(ARGV[best])
+  out[#out + 1] = redis.call('LPOP', P .. 'q:' .. queues[best])
+  heads[best] = expire(queues[best], grounded)
 end
 return {out, evicted}
 """
@@ -539,8 +611,11 @@ return {delivered, evicted}
 # ARGV[5...] queues -> {messages pending, oldest expiry ('' if none), evicted}
 EXPIRE_QUEUES = r"""
 local pending, oldest = 0, nil
+local queues = {}
+for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
+local heads = expire_many(queues)
 for i = 5, #ARGV do
-  local head = expire(ARGV[i])
+  local head = heads[i - 4]
   if head then
     pending = pending + redis.call('LLEN', P .. 'q:' .. ARGV[i])
     local at = expires_of(head)
@@ -588,39 +663,57 @@ return live
 """
 
 
+_BODIES = {
+    "send": SEND,
+    "receive": RECEIVE,
+    "receive_many": RECEIVE_MANY,
+    "ack": ACK,
+    "ring": RING,
+    "schedule": SCHEDULE,
+    "deliver": DELIVER,
+    "discard": DISCARD,
+    "group_members": GROUP_MEMBERS,
+    "group_send": GROUP_SEND,
+    "push_many": PUSH_MANY,
+    "expire_queues": EXPIRE_QUEUES,
+    "channel_stats": CHANNEL_STATS,
+    "register": REGISTER,
+    "live_processes": LIVE_PROCESSES,
+}
+
+
+def _library_code(bodies: dict[str, str]) -> str:
+    """Every script as a function of one Redis 7 library (``{lib}``: its name): the
+    state and helpers are defined once, when the library loads, not on every call."""
+    functions = "".join(
+        f"\nredis.register_function('{{lib}}_{name}', function(KEYS, ARGV)\n"
+        f"{_BEGIN}{body}\nend)\n"
+        for name, body in bodies.items())
+    return _STATE + _HELPERS + functions
+
+
+_CODE = _library_code(_BODIES)
+#: The library's name changes with its code, so layers of different versions
+#: sharing a server never call each other's functions.
+LIBRARY_NAME = "asgi_spec_" + hashlib.sha1(_CODE.encode()).hexdigest()[:16]
+#: ``FUNCTION LOAD`` text of the library.
+LIBRARY = f"#!lua name={LIBRARY_NAME}\n" + _CODE.replace("{lib}", LIBRARY_NAME)
+
+
 @dataclass(frozen=True)
 class Script:
-    """A Lua script (with the shared preamble) and its SHA1 for EVALSHA."""
+    """A Lua script: its source (state, helpers, body) and SHA1 for ``EVAL``/``EVALSHA``,
+    and the name of the same script as a function of ``LIBRARY`` for ``FCALL``."""
 
     name: str
     source: str
     sha: str = field(init=False)
+    function: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        object.__setattr__(self, "function", f"{LIBRARY_NAME}_{self.name}")
 
 
-def _script(name: str, body: str) -> Script:
-    return Script(name, _PREAMBLE + body)
-
-
-SCRIPTS = {
-    name: _script(name, body)
-    for name, body in {
-        "send": SEND,
-        "receive": RECEIVE,
-        "receive_many": RECEIVE_MANY,
-        "ack": ACK,
-        "ring": RING,
-        "schedule": SCHEDULE,
-        "deliver": DELIVER,
-        "discard": DISCARD,
-        "group_members": GROUP_MEMBERS,
-        "group_send": GROUP_SEND,
-        "push_many": PUSH_MANY,
-        "expire_queues": EXPIRE_QUEUES,
-        "channel_stats": CHANNEL_STATS,
-        "register": REGISTER,
-        "live_processes": LIVE_PROCESSES,
-    }.items()
-}
+SCRIPTS = {name: Script(name, _STATE + _BEGIN + _HELPERS + body)
+           for name, body in _BODIES.items()}

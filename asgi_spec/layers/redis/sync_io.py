@@ -15,16 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from asgi_spec.exceptions import LayerUnavailable
 from asgi_spec.layers.redis.connections import (
     _NETWORK_ERRORS,
     BLOCK_SOCKET_TIMEOUT,
+    LOAD_LIBRARY,
+    SCRIPT_ATTEMPTS,
     Popped,
+    _missing_script,
     _pack,
-    _pack_command,
+    _script_command,
     _seconds,
+    _settle,
     _Shard,
 )
 from asgi_spec.layers.redis.scripts import SCRIPTS, Script
@@ -76,15 +80,11 @@ class _SyncIO:
             for current, script, args in calls:
                 pool = current.conns
                 conns.append((pool, pool.get()))
-                conns[-1][1].send_packed_command(_pack("EVALSHA", script.sha, 0, *args))
+                conns[-1][1].send_packed_command(_script_command(current, script, args))
             results = []
             for (_, conn), call in zip(conns, calls, strict=True):
                 current, script, args = call
-                try:
-                    results.append(conn.read_response())
-                except NoScriptError:
-                    conn.send_packed_command(_pack("EVAL", script.source, 0, *args))
-                    results.append(conn.read_response())
+                results.append(self._script_reply(conn, current, script, args))
             return results
         except _NETWORK_ERRORS as exc:
             for _, conn in conns:
@@ -93,6 +93,32 @@ class _SyncIO:
         finally:
             for pool, conn in conns:
                 pool.put(conn)
+
+    def _script_reply(self, conn: Any, shard: _Shard, script: Script, args: list[Any]) -> Any:
+        """The reply to ``script`` written on ``conn`` by ``_script_command``. A call
+        refused for want of its code did not run: the library is loaded, or the shard
+        falls back to ``EVALSHA`` (then ``EVAL``), and the call is written again."""
+        for attempt in range(1, SCRIPT_ATTEMPTS + 1):
+            try:
+                return conn.read_response()
+            except ResponseError as exc:
+                missing = _missing_script(shard, exc)
+                if missing is None or attempt == SCRIPT_ATTEMPTS:
+                    raise
+            if missing == "library":
+                self._load_library(conn, shard)
+            conn.send_packed_command(
+                _script_command(shard, script, args, source=missing == "script"))
+        raise AssertionError("unreachable")
+
+    def _load_library(self, conn: Any, shard: _Shard) -> None:
+        """``FUNCTION LOAD`` the library on ``conn``; if the server refuses (an ACL,
+        no memory), the shard uses ``EVALSHA`` instead."""
+        conn.send_packed_command(LOAD_LIBRARY)
+        try:
+            conn.read_response()
+        except ResponseError:
+            shard.functions = False
 
     def _call(self, shard: _Shard, name: str, args: list[Any], retry: bool) -> Any:
         return self._call_many([(shard, SCRIPTS[name], args)], retry=retry)[0]
@@ -121,12 +147,14 @@ class _SyncIO:
 
     def _pipeline(self, shard: _Shard, script: Script, arg_lists: list[list[Any]]) -> list[Any]:
         """Run ``script`` once per argument list on one connection, in order; never
-        retried once written (these are pushes). If the server lost its scripts
-        (a restart), none of them ran, so all are sent again, in order, as EVAL."""
+        retried once written (these are pushes). Calls the server refused for want of
+        their code (a restart, a flush) did not run: only those are written again, in
+        their order, once the code is there (``_settle``); a call that ran is never
+        written twice."""
 
-        def write(verb: str, ref: str) -> None:
-            conn.send_packed_command(
-                [b"".join(_pack_command((verb, ref, 0, *args)) for args in arg_lists)])
+        def write(arg_lists: list[list[Any]], source: bool) -> None:
+            conn.send_packed_command([b"".join(
+                _script_command(shard, script, args, source=source)[0] for args in arg_lists)])
 
         pool = shard.conns
         try:
@@ -134,15 +162,24 @@ class _SyncIO:
         except _NETWORK_ERRORS as exc:
             raise self._unavailable(shard, exc) from exc
         try:
-            write("EVALSHA", script.sha)
-            try:
-                return [conn.read_response() for _ in arg_lists]
-            except NoScriptError:
-                for _ in range(len(arg_lists) - 1):  # the rest are NOSCRIPT replies too
-                    with contextlib.suppress(NoScriptError):
-                        conn.read_response()
-            write("EVAL", script.source)
-            return [conn.read_response() for _ in arg_lists]
+            results: list[Any] = [None] * len(arg_lists)
+            todo, source = list(range(len(arg_lists))), False
+            for attempt in range(1, SCRIPT_ATTEMPTS + 1):
+                write([arg_lists[i] for i in todo], source)
+                replies: list[Any] = []
+                for _ in todo:
+                    try:
+                        replies.append(conn.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+                todo, missing = _settle(shard, todo, replies, results,
+                                        last=attempt == SCRIPT_ATTEMPTS)
+                if not todo:
+                    return results
+                if missing == "library":
+                    self._load_library(conn, shard)
+                source = missing == "script"
+            raise AssertionError("unreachable")
         except _NETWORK_ERRORS as exc:
             conn.disconnect()
             raise self._unavailable(shard, exc) from exc
