@@ -248,6 +248,26 @@ def test_redis_plain_layer_reads_a_redelivered_message(make):
     assert plain.receive(["tasks"], block=True, timeout=1) == ("tasks", {"x": 1})
 
 
+def test_redis_idle_plain_worker_brings_back_a_due_item_within_a_sweep(make):
+    """A process that treats a queue as plain, idling in blocking receives of
+    0.2 s (one BLMPOP each, the receive script at most once a second), still
+    brings back another process's timed-out in-flight message: within about one
+    SWEEP_INTERVAL of its deadline."""
+    clock = FakeClock()
+    acking = make(at_least_once=["tasks"], ack_timeout=10, clock=clock)
+    plain = make(prefix=acking.prefix, clock=clock)
+    acking.send("tasks", {"n": 7})
+    acking.receive_with_receipt(["tasks"])
+    assert plain.receive(["tasks"], block=True, timeout=0.2) == (None, None)  # swept
+    clock.advance(10)  # now due: the next sweep moves it back to the list
+    started = time.monotonic()
+    got = (None, None)
+    while got == (None, None) and time.monotonic() - started < 5:
+        got = plain.receive(["tasks"], block=True, timeout=0.2)
+    assert got == ("tasks", {"n": 7})
+    assert time.monotonic() - started < 1.5
+
+
 def test_redis_receive_among_empty_queues_still_requeues_a_due_item(make):
     """A receive whose queues are all empty, one with an item in flight, still moves
     that item back once its deadline passed (the shortcut for empty queues with

@@ -21,6 +21,7 @@ from asgi_spec.conformance import SharedLayerConformance
 from asgi_spec.exceptions import LayerConfigError, LayerUnavailable
 from asgi_spec.layers.redis import RedisChannelLayer
 from asgi_spec.layers.redis import config as redis_config
+from asgi_spec.layers.redis import receiving
 from asgi_spec.layers.redis.ring import HashRing
 from asgi_spec.layers.redis.scripts import make_envelope, read_envelope
 from asgi_spec.testing import FakeClock
@@ -189,11 +190,35 @@ def test_blocking_receive_is_one_blmpop_per_wake(make, monkeypatch):
     assert [command.count(b"BLMPOP") for command in counter.commands] == [1]
 
 
-def test_blocking_receive_without_blmpop_is_one_pop_script_and_one_blpop(make, monkeypatch):
-    """Where BLMPOP does not apply (here: shared queues, whose pops go through the
-    receive script; also several servers, at-least-once queues or Redis 6), an idle
-    blocking receive sends one pop script and one BLPOP, never a polling loop."""
+def test_blocking_receive_from_shared_queues_sweeps_at_most_once_a_second(make, monkeypatch):
+    """A worker's blocking receive from shared queues is one BLMPOP per wake-up; the
+    receive script (which brings back other processes' timed-out in-flight messages)
+    runs before it only when the last sweep of those queues is SWEEP_INTERVAL old."""
     layer = make()
+    layer.receive(["sb.warm"], block=True, timeout=0.01)  # opens both connections
+    counter = _CommandCounter(monkeypatch)
+    assert layer.receive(["sb.idle1", "sb.idle2"], block=True, timeout=0.2) == (None, None)
+    assert [_script_calls(c) + c.count(b"BLMPOP") for c in counter.commands] == [1, 1]
+    assert _script_calls(counter.commands[0]) == 1  # the sweep, then the wait
+    counter.commands.clear()
+    assert layer.receive_batch(["sb.idle2", "sb.idle1"], 8, block=True, timeout=0.2) == []
+    assert [c.count(b"BLMPOP") for c in counter.commands] == [1]  # swept 0.2 s ago
+    layer.send_many([("sb.idle1", {"n": n}) for n in range(3)])
+    counter.commands.clear()
+    got = layer.receive_batch(["sb.idle1", "sb.idle2"], 8, block=True, timeout=1)
+    assert [message["n"] for _, message in got] == [0, 1, 2]
+    assert [c.count(b"BLMPOP") for c in counter.commands] == [1]
+    monkeypatch.setattr(receiving, "SWEEP_INTERVAL", 0.0)
+    counter.commands.clear()
+    assert layer.receive(["sb.idle1", "sb.idle2"], block=True, timeout=0.1) == (None, None)
+    assert _script_calls(counter.commands[0]) == 1 and len(counter.commands) == 2
+
+
+def test_blocking_receive_without_blmpop_is_one_pop_script_and_one_blpop(make, monkeypatch):
+    """Where BLMPOP does not apply (here: at-least-once queues, whose messages leave
+    Redis only through the receive script; also several servers or Redis 6), an idle
+    blocking receive sends one pop script and one BLPOP, never a polling loop."""
+    layer = make(at_least_once=["sb.*"])
     layer.receive(["sb.warm"], block=True, timeout=0.01)  # opens both connections
     counter = _CommandCounter(monkeypatch)
     assert layer.receive(["sb.idle1", "sb.idle2"], block=True, timeout=0.3) == (None, None)

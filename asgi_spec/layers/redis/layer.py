@@ -178,6 +178,7 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
         self._turn = itertools.count()
         self._buffer: dict[str, deque[tuple[int, bytes]]] = {}
         self._buffer_lock = threading.Lock()
+        self._swept: dict[tuple[str, ...], float] = {}  # shared queues -> last sweep
         self._closed = False
 
     # -- construction ------------------------------------------------------

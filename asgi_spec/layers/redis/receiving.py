@@ -7,6 +7,19 @@ blocking methods of ``sync_io.py``, ``_arun`` with their asyncio twins in
 ``async_io.py``. So the logic (what to pop, retries and backoff, expired messages,
 the local buffer) exists once; the two entry points of each receive are one line
 each. The decisions that need no I/O at all are plain methods below the steps.
+
+Which pop: on one Redis >= 7.0 server, a blocking receive from queues none of which
+is at-least-once is one ``BLMPOP ... COUNT n``: it returns what waits at once, or
+waits for the first message -- one round trip per wake-up or per busy batch. Shared
+queues (a worker's) need one more duty, which only the receive script does: bring
+back messages whose at-least-once delivery timed out in *another* process (one that
+treats the queue as at-least-once). So a blocking receive from shared queues runs
+the script's ``receive_many`` first when the last such sweep of those queues is
+``SWEEP_INTERVAL`` old (a worker idles in receives of ``blocking_timeout``, 1 s by
+default, so an idle or busy worker sweeps about once a second); a non-blocking
+receive from shared queues is always the script. Everything else -- several
+servers, at-least-once queues, a local buffer, Redis 6 -- pops through the receive
+script and ``BLPOP``.
 """
 
 from __future__ import annotations
@@ -40,6 +53,12 @@ from asgi_spec.layers.redis.scripts import read_envelope
 log = logging.getLogger("asgi_spec.layers.redis")
 
 T = TypeVar("T")
+#: A blocking receive from shared queues runs the receive script (which brings back
+#: timed-out in-flight messages of other processes) before its ``BLMPOP`` when the
+#: last such sweep of the same queues is at least this old, in seconds.
+SWEEP_INTERVAL = 1.0
+#: Queue sets whose last sweep is remembered, at most (then the memory starts over).
+SWEEP_MEMORY = 256
 #: One step: the name of a blocking I/O method of the layer (``_call``, ``_blpop``,
 #: ``_sleep`` ...) and its arguments. The method's reply comes back at the ``yield``,
 #: and what it raises is raised there; ``_run`` calls the method, ``_arun`` awaits its
@@ -135,10 +154,10 @@ class _Receiving:
 
     def _receive_steps(self, queues: list[str], timeout: float,
                        now: Clock) -> Steps[tuple[str, bytes] | None]:
-        keys = self._mpop_keys(queues)
+        keys = self._mpop_keys(queues, timeout)
         if keys is not None:
             with contextlib.suppress(_NoMpop):
-                got_many = yield from self._receive_mpop_steps(keys, 1, timeout, now)
+                got_many = yield from self._swept_mpop_steps(queues, keys, 1, timeout, now)
                 return got_many[0] if got_many else None
         got = yield from self._receive_receipt_steps(queues, timeout, frozenset(), now)
         return None if got is None else (got[0], got[1])
@@ -147,10 +166,11 @@ class _Receiving:
                              now: Clock) -> Steps[list[tuple[str, bytes]]]:
         """One ``BLMPOP`` where it applies; else the first message as ``receive`` gets
         it, then the rest in one script per server."""
-        keys = self._mpop_keys(queues)
+        keys = self._mpop_keys(queues, timeout)
         if keys is not None:
             with contextlib.suppress(_NoMpop):
-                return (yield from self._receive_mpop_steps(keys, max_messages, timeout, now))
+                return (yield from self._swept_mpop_steps(queues, keys, max_messages,
+                                                          timeout, now))
         if self._takes_many_first(queues):
             try:
                 envelopes, evicted = yield ("_call", self.shards[0], "receive_many",
@@ -184,6 +204,24 @@ class _Receiving:
             yield ("_apply_evictions", shard, evicted)
             got += self._opened(envelopes)
         return got
+
+    def _swept_mpop_steps(self, queues: list[str], keys: list[str], count: int,
+                          timeout: float, now: Clock) -> Steps[list[tuple[str, bytes]]]:
+        """``_receive_mpop_steps``, after the receive script's sweep of the shared
+        queues among ``queues`` when one is due (what it finds is returned at once)."""
+        shared = self._sweep_due(queues, now)
+        if shared is not None:
+            try:
+                envelopes, evicted = yield ("_call", self.shards[0], "receive_many",
+                                            self._args(count, *queues), True)
+            except LayerUnavailable:
+                envelopes, evicted = [], []  # the blocking pop rides out the outage
+            else:
+                self._swept[shared] = now()
+            yield ("_apply_evictions", self.shards[0], evicted)
+            if got := self._opened(envelopes):
+                return got
+        return (yield from self._receive_mpop_steps(keys, count, timeout, now))
 
     def _receive_mpop_steps(self, keys: list[str], count: int, timeout: float,
                             now: Clock) -> Steps[list[tuple[str, bytes]]]:
@@ -354,20 +392,37 @@ class _Receiving:
         receipt = make_receipt(queue, token, int(deliveries)) if deliveries else None
         return (opened[0], opened[1], receipt), []
 
-    def _mpop_keys(self, queues: list[str]) -> list[str] | None:
+    def _mpop_keys(self, queues: list[str], timeout: float) -> list[str] | None:
         """The keys for one ``LMPOP``/``BLMPOP``, shuffled; ``None`` where it does not
-        apply: several servers, a shared queue (its pops go through the receive script,
-        which also brings back messages whose at-least-once delivery timed out in any
-        process), an at-least-once queue, messages in the local buffer, or a server
-        without it. So: an interface server's reply queue (``prefix!``) on one server."""
+        apply: several servers, an at-least-once queue, messages in the local buffer,
+        a server without it, or a non-blocking receive from a queue that is not
+        process-specific (that one is the receive script, which sweeps as it pops).
+        So: an interface server's reply queue (``prefix!``), and a worker's blocking
+        receive, on one server."""
         if not self._mpop or not self._single or self._buffer:
             return None
-        if not all(names.is_process_specific(queue) for queue in queues) or any(
-                self.is_at_least_once(queue) for queue in queues):
+        if any(self.is_at_least_once(queue) for queue in queues):
+            return None
+        if timeout <= 0 and not all(names.is_process_specific(queue) for queue in queues):
             return None
         keys = [self._qkey(queue) for queue in queues]
         random.shuffle(keys)
         return keys
+
+    def _sweep_due(self, queues: list[str], now: Clock) -> tuple[str, ...] | None:
+        """The shared queues among ``queues`` if their receive-script sweep is due
+        (never swept, or ``SWEEP_INTERVAL`` ago); ``None`` if not, or if there are none
+        (process-specific and single-reader queues are never in flight)."""
+        shared = tuple(sorted({queue for queue in queues if not names.is_process_specific(queue)
+                                and not names.is_single_reader(queue)}))
+        if not shared:
+            return None
+        last = self._swept.get(shared)
+        if last is not None and now() - last < SWEEP_INTERVAL:
+            return None
+        if len(self._swept) >= SWEEP_MEMORY:
+            self._swept.clear()
+        return shared
 
     @staticmethod
     def _mpop_command(keys: list[str], count: int, wait: float) -> list[bytes]:
