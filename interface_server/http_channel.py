@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from zope.interface import implementer
 
+from interface_server import _direct_write as direct_write
 from interface_server._http import render_error
 from interface_server._output import OutputWatch
 from interface_server._timeouts import Due, http_connection_due
@@ -89,6 +90,7 @@ class SwitchboardChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        direct_write.enable(self.transport)
         self.idle_since = self.server.now()
         self.output = OutputWatch(self.server.config.max_output_buffer)
         self.server.http_channels.add(self)

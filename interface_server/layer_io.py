@@ -98,8 +98,25 @@ class AsyncioLayerIO:
 
     def receive_batch(self, channels: list[str],
                       timeout: float | None) -> Deferred[list[Received]]:
-        return Deferred.fromFuture(asyncio.ensure_future(
-            self.layer.receive_batch_async(channels, REPLY_BATCH, timeout=timeout)))
+        """The receive runs as a task that fires the Deferred itself, in the turn of
+        the loop that read the replies (``Deferred.fromFuture`` would fire it one
+        turn later, from the future's done callback)."""
+        received: Deferred[list[Received]] = Deferred(lambda _: receiving.cancel())
+
+        async def receive() -> None:
+            try:
+                got = await self.layer.receive_batch_async(channels, REPLY_BATCH,
+                                                           timeout=timeout)
+            except BaseException as exc:  # a cancel too: the Deferred hears of it
+                if not received.called:
+                    received.errback(Failure(exc))
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            received.callback(got)
+
+        receiving = asyncio.get_event_loop().create_task(receive())
+        return received
 
     def call(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         loop = asyncio.get_event_loop()

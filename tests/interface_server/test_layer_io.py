@@ -82,11 +82,35 @@ def test_asyncio_receive_can_be_cancelled() -> None:
         waiting.addErrback(lambda f: None)
         await asyncio.sleep(0)
         waiting.cancel()
-        await asyncio.sleep(0)
+        for _ in range(10):  # the cancelled wait unwinds over a few turns
+            await asyncio.sleep(0)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         io.close()
-        return waiting.called
+        return waiting.called and not left
 
     assert asyncio.run(scenario()) is True
+
+
+def test_asyncio_receive_fires_its_deferred_from_the_receiving_task() -> None:
+    """The reply loop's callbacks run in the turn of the loop that read the replies,
+    inside the receiving task, not one turn later from a future's done callback."""
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        layer = MemoryChannelLayer()
+        io = AsyncioLayerIO(layer)
+        seen: list[Any] = []
+        waiting = io.receive_batch(["srv!"], timeout=5.0)
+        waiting.addCallback(lambda got: seen.append((got, asyncio.current_task())))
+        await asyncio.sleep(0)
+        await layer.send_async("srv!a", {"n": 1})
+        await waiting.asFuture(loop)
+        io.close()
+        return seen
+
+    [(got, task)] = asyncio.run(scenario())
+    assert got == [("srv!a", {"n": 1})]
+    assert task is not None
 
 
 class CountingLayer(MemoryChannelLayer):
