@@ -19,9 +19,8 @@ import redis
 
 from asgi_spec.conformance import SharedLayerConformance
 from asgi_spec.exceptions import LayerConfigError, LayerUnavailable
-from asgi_spec.layers.redis import RedisChannelLayer
+from asgi_spec.layers.redis import RedisChannelLayer, receiving
 from asgi_spec.layers.redis import config as redis_config
-from asgi_spec.layers.redis import receiving
 from asgi_spec.layers.redis.ring import HashRing
 from asgi_spec.layers.redis.scripts import make_envelope, read_envelope
 from asgi_spec.testing import FakeClock
