@@ -64,3 +64,38 @@ def test_size_limit_is_on_the_encoding():
     assert len(data) <= 100
     with pytest.raises(MessageTooLarge, match="100"):
         encode({"b": b"x" * 100}, max_size=100)
+
+
+_ANY_VALUE = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.floats(allow_nan=False), st.text(max_size=5),
+        st.binary(max_size=5), st.integers(min_value=-(2**64), max_value=2**64),
+        st.sets(st.integers(), max_size=2), st.builds(bytearray, st.binary(max_size=3)),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers(), st.binary(max_size=2)),
+                        inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=3), _ANY_VALUE, max_size=4))
+def test_the_fast_check_and_the_naming_check_agree(message):
+    """``check_message`` takes a fast path for valid messages; whatever it accepts,
+    the path-naming walk accepts too, and whatever it refuses is named."""
+    from asgi_spec import codec
+
+    try:
+        codec._check(message, "message")
+        valid = True
+    except InvalidMessage:
+        valid = False
+    assert codec._valid(message) is valid
+    if valid:
+        check_message(message)
+    else:
+        with pytest.raises(InvalidMessage, match=r"^message"):
+            check_message(message)
