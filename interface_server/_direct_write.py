@@ -6,14 +6,16 @@ reactor's next turn and unregisters (another ``epoll_ctl``). Each reply that
 comes back from the channel layer paid that turn and those two system calls
 before its first byte left.
 
-``enable(transport)`` gives one plain TCP (or UNIX) transport a ``write`` and
-``writeSequence`` that try the socket first while the transport has nothing
-buffered: what the kernel takes is sent now, the rest goes to Twisted's buffer
-exactly as before. Output order is kept (the socket is only tried when nothing
-is queued ahead), and so are producers, ``loseConnection`` flushing and the
-output watch, which only ever see what the kernel did not take. A send error
-is left for Twisted to find on its own write, which closes the connection the
-usual way. Other transports (TLS, a test's ``StringTransport``) are left alone.
+``enable(transport)`` turns one plain TCP (or UNIX) transport into an instance
+of a subclass of its own class whose ``write`` and ``writeSequence`` try the
+socket first while the transport has nothing buffered: what the kernel takes
+is sent now, the rest goes to Twisted's buffer exactly as before. Changing the
+class costs no memory per connection (an idle server holds thousands). Output
+order is kept (the socket is only tried when nothing is queued ahead), and so
+are producers, ``loseConnection`` flushing and the output watch, which only
+ever see what the kernel did not take. A send error is left for Twisted to
+find on its own write, which closes the connection the usual way. Other
+transports (TLS, a test's ``StringTransport``) are left alone.
 """
 
 from __future__ import annotations
@@ -32,31 +34,41 @@ def can_write_now(transport: Any) -> bool:
             and not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer))
 
 
-def enable(transport: Any) -> bool:
-    """Make ``transport`` send at once when it can; ``False`` if it is not a plain
-    TCP/UNIX transport (then nothing changes)."""
-    if not isinstance(transport, tcp.Connection) or transport.TLS:
-        return False
-    buffered_write = transport.write
+class DirectWrites:
+    """The ``write`` and ``writeSequence`` mixed into a plain TCP/UNIX transport."""
 
-    def write(data: bytes) -> None:
-        if type(data) is bytes and data and can_write_now(transport):
+    def write(self, data: bytes) -> None:
+        if type(data) is bytes and data and can_write_now(self):
             try:
-                sent = transport.socket.send(data)
+                sent = self.socket.send(data)  # type: ignore[attr-defined]
             except OSError:  # would block, or an error Twisted's own send will report
                 sent = 0
             if sent == len(data):
                 return
             data = data[sent:]
-        buffered_write(data)
+        super().write(data)  # type: ignore[misc]
 
-    def write_sequence(chunks: Iterable[bytes]) -> None:
+    def writeSequence(self, chunks: Iterable[bytes]) -> None:
         chunks = list(chunks)
         if chunks and all(type(chunk) is bytes for chunk in chunks):
-            write(b"".join(chunks))
+            self.write(b"".join(chunks))
         else:
-            transport.__class__.writeSequence(transport, chunks)
+            super().writeSequence(chunks)  # type: ignore[misc]
 
-    transport.write = write
-    transport.writeSequence = write_sequence
+
+_SUBCLASSES: dict[type, type] = {}
+
+
+def enable(transport: Any) -> bool:
+    """Make ``transport`` send at once when it can; ``False`` if it is not a plain
+    TCP/UNIX transport (then nothing changes)."""
+    kind = type(transport)
+    if issubclass(kind, DirectWrites):
+        return True
+    if not isinstance(transport, tcp.Connection) or transport.TLS:
+        return False
+    direct = _SUBCLASSES.get(kind)
+    if direct is None:
+        direct = _SUBCLASSES[kind] = type(f"Direct{kind.__name__}", (DirectWrites, kind), {})
+    transport.__class__ = direct
     return True

@@ -87,6 +87,16 @@ def test_a_closing_transport_writes_through_twisted(pair):
     assert transport in reactor.getWriters()
 
 
+def test_enabling_costs_no_memory_per_connection(pair):
+    """The transport changes class; nothing is stored on the instance."""
+    transport, _peer, _reactor = pair
+    before = dict(vars(transport))
+    assert direct_write.enable(transport)
+    assert direct_write.enable(transport)  # twice is once
+    assert vars(transport) == before
+    assert isinstance(transport, tcp.Server)
+
+
 def test_other_transports_are_left_alone():
     transport = StringTransport()
     write = transport.write
