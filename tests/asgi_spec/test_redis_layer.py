@@ -226,6 +226,30 @@ def test_blocking_receive_without_blmpop_is_one_pop_script_and_one_blpop(make, m
     assert len(kinds) == 2
 
 
+def test_async_writes_make_no_task_per_command(make, monkeypatch):
+    """With a socket timeout set (blocking connections always have one), the async
+    face writes without ``asyncio.wait_for`` (on Python 3.11 a new task and two more
+    turns of the event loop per command)."""
+    layer = make(connection_kwargs={"socket_timeout": 5})
+
+    def no_wait_for(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("asyncio.wait_for used for a write")
+
+    async def round_of_commands() -> Any:
+        await layer.send_many_async([("srv!a", {"n": 1}), ("sb.w", {"n": 2})])
+        got = await layer.receive_batch_async(["srv!"], 10, timeout=1)
+        return got, await layer.receive_async(["sb.w"], timeout=1)
+
+    async def scenario() -> Any:
+        await round_of_commands()  # connects (redis-py's handshake may use wait_for)
+        with monkeypatch.context() as patch:
+            patch.setattr(asyncio, "wait_for", no_wait_for)
+            return await round_of_commands()
+
+    got, plain = asyncio.run(scenario())
+    assert got == [("srv!a", {"n": 1})] and plain == ("sb.w", {"n": 2})
+
+
 def test_a_server_without_blmpop_is_detected_once(make, monkeypatch):
     """A server that answers BLMPOP with "unknown command" (Redis < 7.0) switches the
     layer to BLPOP for good; the receive that found out still gets its message."""

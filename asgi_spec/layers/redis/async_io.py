@@ -19,6 +19,7 @@ from asgi_spec.layers.redis.connections import (
     LOAD_LIBRARY,
     SCRIPT_ATTEMPTS,
     Popped,
+    _asend,
     _missing_script,
     _pack,
     _script_command,
@@ -56,7 +57,7 @@ class _AsyncIO:
             for current, script, args in calls:
                 pool = (await current.aclients()).conns
                 conns.append((pool, await pool.aget()))
-                await conns[-1][1].send_packed_command(_script_command(current, script, args))
+                await _asend(conns[-1][1], _script_command(current, script, args))
             results = []
             for (_, conn), call in zip(conns, calls, strict=True):
                 current, script, args = call
@@ -82,13 +83,13 @@ class _AsyncIO:
                     raise
             if missing == "library":
                 await self._aload_library(conn, shard)
-            await conn.send_packed_command(
-                _script_command(shard, script, args, source=missing == "script"))
+            await _asend(conn, _script_command(shard, script, args,
+                                               source=missing == "script"))
         raise AssertionError("unreachable")
 
     async def _aload_library(self, conn: Any, shard: _Shard) -> None:
         """``_load_library`` for asyncio callers."""
-        await conn.send_packed_command(LOAD_LIBRARY)
+        await _asend(conn, LOAD_LIBRARY)
         try:
             await conn.read_response()
         except ResponseError:
@@ -120,7 +121,7 @@ class _AsyncIO:
             raise self._unavailable(shard, exc) from exc
 
         async def write(arg_lists: list[list[Any]], source: bool) -> None:
-            await conn.send_packed_command([b"".join(
+            await _asend(conn, [b"".join(
                 _script_command(shard, script, args, source=source)[0] for args in arg_lists)])
 
         try:
@@ -175,7 +176,7 @@ class _AsyncIO:
         except _NETWORK_ERRORS as exc:
             raise self._unavailable(shard, exc) from exc
         try:
-            await conn.send_packed_command(command)
+            await _asend(conn, command)
             return await conn.read_response()
         except _NETWORK_ERRORS as exc:
             await conn.disconnect()
@@ -201,7 +202,7 @@ class _AsyncIO:
             except _NETWORK_ERRORS as exc:
                 return self._unavailable(shard, exc)
             try:
-                await conn.send_packed_command(conn.pack_commands(
+                await _asend(conn, conn.pack_commands(
                     [("CLIENT", "ID"), ("BLPOP", *self._blpop_keys(queues), _seconds(wait))]))
                 client_ids[shard.index] = await conn.read_response()
                 if cancelled[0]:

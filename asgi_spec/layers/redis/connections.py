@@ -60,6 +60,41 @@ def _pack(*args: Any) -> list[bytes]:
     return [_pack_command(args)]
 
 
+async def _asend(conn: Any, command: list[bytes]) -> None:
+    """Write ``command`` on an asyncio connection, as ``send_packed_command`` does
+    but without its ``asyncio.wait_for``.
+
+    With a socket timeout (a blocking connection always has one), redis-py wraps
+    every write in ``asyncio.wait_for``, which on Python 3.11 is a new task and two
+    more turns of the event loop per command: about a third of the interface
+    server's turns on an unloaded round trip. The write itself hands the bytes to
+    the transport; only a full transport buffer makes it wait, and that wait is
+    bounded here by ``asyncio.timeout`` (no task). A timeout or an OS error drops
+    the connection and raises redis-py's own ``TimeoutError``/``ConnectionError``.
+    Where redis-py has no ``_send_packed_command`` (another version), its public
+    ``send_packed_command`` is used.
+    """
+    write = getattr(conn, "_send_packed_command", None)
+    if write is None:
+        await conn.send_packed_command(command)
+        return
+    if not conn.is_connected:
+        await conn.connect()
+    await conn.check_health()
+    try:
+        async with asyncio.timeout(conn.socket_timeout or None):
+            await write(command)
+    except TimeoutError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout writing to socket") from exc
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+    except BaseException:  # cancelled mid-write: the command may still go out
+        await conn.disconnect(nowait=True)
+        raise
+
+
 def _script_command(shard: _Shard, script: Script, args: list[Any], *,
                     source: bool = False) -> list[bytes]:
     """One call of ``script``: ``FCALL`` of its library function where the server
