@@ -333,7 +333,7 @@ class ChannelRequest(http.Request):
         if self.reply_channel is not None:
             self.server.router.discard(self.reply_channel)
         self.server.http_requests.discard(self)
-        if status and not self._logged:
+        if status and not self._logged and self.server.records_access:
             self._logged = True
             headers = message_headers(self.raw_headers)
             client = self.message_client or peer_address(self.client)

@@ -465,6 +465,12 @@ class Server:
 
     # -- logging and introspection ----------------------------------------------
 
+    @property
+    def records_access(self) -> bool:
+        """Whether anything reads access records (the access log or the metrics):
+        when nothing does, the protocols skip making them."""
+        return self.metrics is not None or bool(self.config.access_log)
+
     def log_access(self, record: AccessRecord) -> None:
         if self.metrics is not None:
             self.metrics.access(record)

@@ -295,6 +295,8 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
     def _log(self, status: int) -> None:
+        if not self.server.records_access:
+            return
         headers = self.parts.headers
         user_agent = header_value([(n.lower(), v) for n, v in headers], b"user-agent") or b""
         self.server.log_access(AccessRecord(

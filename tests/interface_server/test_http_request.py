@@ -384,3 +384,16 @@ def test_access_log_json_and_off(harness: Any, caplog: pytest.LogCaptureFixture)
         assert len(lines) == expected
         if expected:
             assert lines[0].startswith('{"')
+
+
+def test_no_access_records_are_made_when_nothing_reads_them(harness: Any) -> None:
+    """With --no-access-log and no metrics, a finished request makes no record;
+    with the access log on, it makes one."""
+    for config, expected in ((ServerConfig(access_log=False), 0), (ServerConfig(), 1)):
+        h = harness(config=config)
+        records: list[Any] = []
+        h.server.log_access = records.append
+        conn = h.connect()
+        conn.send(GET)
+        respond(h, h.receive("http.request"))
+        assert len(records) == expected
