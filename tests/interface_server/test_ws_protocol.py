@@ -234,6 +234,26 @@ def test_replies_are_sent(harness: Any) -> None:
                                           (BINARY, b"\xff")]
 
 
+def test_sending_formats_no_debug_line(harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply frame is written without Autobahn's per-send debug formatting, and
+    counted in Autobahn's traffic statistics as before."""
+    import autobahn.websocket.protocol as autobahn_protocol
+
+    h = harness()
+    conn, connect = open_socket(h)
+
+    def styled(*args: Any) -> str:
+        raise AssertionError("a debug line was formatted for a send")
+
+    monkeypatch.setattr(autobahn_protocol, "hltype", styled)
+    monkeypatch.setattr(autobahn_protocol, "hlval", styled)
+    [protocol] = h.server.websockets
+    before = protocol.trafficStats.outgoingOctetsWireLevel
+    h.reply({"text": "hi"}, connect["reply_channel"])
+    assert server_frames(conn.take()) == [(TEXT, b"hi")]
+    assert protocol.trafficStats.outgoingOctetsWireLevel == before + 4
+
+
 @pytest.mark.parametrize(("close", "code"), [(True, 1000), (4001, 4001), (1011, 1011)])
 def test_close_reply(harness: Any, close: object, code: int) -> None:
     """A close reply sends a close frame with its code; the disconnect reports that code."""
