@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 
 from asgi_spec.exceptions import ChannelFull, LayerUnavailable, MessageFormatError, MessageTooLarge
 from asgi_spec.formats import WEBSOCKET_CONNECT, WEBSOCKET_DISCONNECT, WEBSOCKET_RECEIVE
+from interface_server import _frame_mask
 from interface_server import _websocket as ws
 from interface_server._accesslog import AccessRecord
 from interface_server._http import (
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from interface_server.server import Server
 
 logger = logging.getLogger("interface_server.websocket")
+_frame_mask.install()
 
 OPEN = WebSocketServerProtocol.STATE_OPEN
 
@@ -151,6 +153,16 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
         # formats on every read, debug or not (~4% of the server's CPU on an echo).
         self._dataReceived(data)
         self._check_output()  # pongs pile up when a ping flood's sender does not read
+
+    def onMessageEnd(self) -> None:
+        """Autobahn's ``onMessageEnd`` without firing its observable ``message`` event:
+        nothing listens here, and the firing made Deferreds for every message."""
+        if not self.failedByMe:
+            payload = b"".join(self.message_data)
+            if self.trackedTimings:
+                self.trackedTimings.track("onMessage")
+            self._onMessage(payload, self.message_is_binary)
+        self.message_data = None
 
     # -- frames to the client --------------------------------------------------
 
