@@ -78,6 +78,7 @@ class SwitchboardChannel(http.HTTPChannel):
     def __init__(self) -> None:
         super().__init__()
         self.rejected = False
+        self.secure = False  # TLS: set when the connection is made
         self.over_limit = False  # accepted past --limit-concurrency: answer 503
         self.upgraded: Any = None
         self._protocol_checked = False  # ALPN looked at (on the first bytes)
@@ -90,6 +91,7 @@ class SwitchboardChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.secure = super().isSecure()
         direct_write.enable(self.transport)
         self.idle_since = self.server.now()
         self.output = OutputWatch(self.server.config.max_output_buffer)
@@ -124,6 +126,11 @@ class SwitchboardChannel(http.HTTPChannel):
         elif not self._in_headers and not _REQUEST_START.match(pending):
             self.reject(400, "the request does not start with an HTTP method "
                         "(TLS or another protocol sent to a plain-HTTP port?)")
+
+    def isSecure(self) -> bool:
+        """Twisted's answer (an interface lookup on the transport, ~2% of the server's
+        CPU when asked per request), taken once when the connection is made."""
+        return self.secure
 
     def lineReceived(self, line: bytes) -> None:
         if self.rejected:

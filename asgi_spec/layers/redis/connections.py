@@ -67,23 +67,27 @@ async def _asend(conn: Any, command: list[bytes]) -> None:
     With a socket timeout (a blocking connection always has one), redis-py wraps
     every write in ``asyncio.wait_for``, which on Python 3.11 is a new task and two
     more turns of the event loop per command: about a third of the interface
-    server's turns on an unloaded round trip. The write itself hands the bytes to
-    the transport; only a full transport buffer makes it wait, and that wait is
-    bounded here by ``asyncio.timeout`` (no task). A timeout or an OS error drops
-    the connection and raises redis-py's own ``TimeoutError``/``ConnectionError``.
-    Where redis-py has no ``_send_packed_command`` (another version), its public
-    ``send_packed_command`` is used.
+    server's turns on an unloaded round trip. Here the bytes go to the connection's
+    stream writer at once; only when the kernel did not take them all does the
+    write wait for room, bounded by ``asyncio.timeout`` (no task). A timeout or an
+    OS error drops the connection and raises redis-py's own
+    ``TimeoutError``/``ConnectionError``. Where redis-py keeps no stream writer
+    (another version), its public ``send_packed_command`` is used.
     """
-    write = getattr(conn, "_send_packed_command", None)
-    if write is None:
-        await conn.send_packed_command(command)
-        return
     if not conn.is_connected:
         await conn.connect()
+    writer = getattr(conn, "_writer", None)
+    if not isinstance(writer, asyncio.StreamWriter):
+        await conn.send_packed_command(command)
+        return
     await conn.check_health()
     try:
-        async with asyncio.timeout(conn.socket_timeout or None):
-            await write(command)
+        if writer.transport.is_closing():
+            raise ConnectionResetError("the connection closed before the write")
+        writer.writelines(command)
+        if writer.transport.get_write_buffer_size():  # the kernel did not take it all
+            async with asyncio.timeout(conn.socket_timeout or None):
+                await writer.drain()
     except TimeoutError as exc:
         await conn.disconnect(nowait=True)
         raise RedisTimeoutError("Timeout writing to socket") from exc
