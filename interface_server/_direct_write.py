@@ -16,11 +16,20 @@ are producers, ``loseConnection`` flushing and the output watch, which only
 ever see what the kernel did not take. A send error is left for Twisted to
 find on its own write, which closes the connection the usual way. Other
 transports (TLS, a test's ``StringTransport``) are left alone.
+
+Corking: between ``cork()`` and ``uncork()`` (the reply loop, around one
+burst of replies; ``corked()`` is the same as a ``with`` block) the writes to
+such a transport are held and go out together at ``uncork``, through
+``write`` as above: an HTTP response's head and body, or several frames for
+one WebSocket, leave in one system call. Everything a transport is given
+while corked is held, so order is kept; what is held counts as pending
+output (``held_bytes``) for the output watch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet import tcp
@@ -34,10 +43,56 @@ def can_write_now(transport: Any) -> bool:
             and not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer))
 
 
+#: While corked: transport -> the chunks held for it (None: not corked).
+_held: dict[Any, list[bytes]] | None = None
+
+
+def cork() -> bool:
+    """Start holding direct writes; ``False`` (and nothing changes) if already
+    holding: then the caller must not ``uncork``, the outer holder will."""
+    global _held
+    if _held is not None:
+        return False
+    _held = {}
+    return True
+
+
+def uncork() -> None:
+    """Stop holding: each transport's held writes go out in one write, in order."""
+    global _held
+    held, _held = _held, None
+    for transport, chunks in (held or {}).items():
+        transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+
+@contextlib.contextmanager
+def corked() -> Iterator[None]:
+    """``cork`` for the block, ``uncork`` at its end (an inner block is part of the
+    outer one)."""
+    if not cork():
+        yield
+        return
+    try:
+        yield
+    finally:
+        uncork()
+
+
+def held_bytes(transport: Any) -> int:
+    """Bytes held for ``transport`` by the current ``corked`` block."""
+    if _held is None:
+        return 0
+    return sum(len(chunk) for chunk in _held.get(transport, ()))
+
+
 class DirectWrites:
     """The ``write`` and ``writeSequence`` mixed into a plain TCP/UNIX transport."""
 
     def write(self, data: bytes) -> None:
+        if _held is not None and type(data) is bytes and data and (
+                self in _held or can_write_now(self)):
+            _held.setdefault(self, []).append(data)
+            return
         if type(data) is bytes and data and can_write_now(self):
             try:
                 sent = self.socket.send(data)  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ watched (``OutputWatch``):
   is aborted ``CLOSE_LINGER`` seconds after the close began.
 
 ``pending_output`` reads Twisted's transport buffer (``dataBuffer`` past
-``offset``, plus the not yet joined ``_tempDataBuffer``); through a wrapping
+``offset``, plus the not yet joined ``_tempDataBuffer``, plus what a reply
+burst holds back, ``_direct_write.held_bytes``); through a wrapping
 transport (TLS) it reads the wrapped one, and a test's ``StringTransport``
 counts everything written to it.
 """
@@ -24,6 +25,8 @@ counts everything written to it.
 from __future__ import annotations
 
 from typing import Any
+
+from interface_server._direct_write import held_bytes
 
 #: Unsent output past this many times the limit cuts a connection on the write.
 HARD_FACTOR = 4
@@ -38,7 +41,7 @@ def pending_output(transport: Any) -> int:
             return 0
         if hasattr(transport, "dataBuffer"):
             return (len(transport.dataBuffer) - getattr(transport, "offset", 0)
-                    + getattr(transport, "_tempDataLen", 0))
+                    + getattr(transport, "_tempDataLen", 0) + held_bytes(transport))
         io = getattr(transport, "io", None)  # twisted.internet.testing.StringTransport
         if io is not None and hasattr(io, "tell"):
             return int(io.tell())

@@ -51,6 +51,7 @@ from twisted.python.failure import Failure
 from asgi_spec import registry
 from asgi_spec.base import BaseChannelLayer
 from asgi_spec.exceptions import ChannelFull, LayerUnavailable, MessageTooLarge
+from interface_server import _direct_write as direct_write
 from interface_server._accesslog import DEFAULT_FORMAT, AccessRecord, format_json, format_text
 from interface_server._http import RequestParts
 from interface_server._replies import ReplyRouter, new_server_id
@@ -269,8 +270,13 @@ class Server:
             if failures:
                 logger.warning("receiving replies again after %d failed attempt(s)", failures)
                 failures = 0
-            for channel, message in replies:
-                self.dispatch_reply(channel, message)
+            corked = direct_write.cork()  # each connection's output of the burst: one send
+            try:
+                for channel, message in replies:
+                    self.dispatch_reply(channel, message)
+            finally:
+                if corked:
+                    direct_write.uncork()
 
     def dispatch_reply(self, channel: str, message: dict[str, Any]) -> None:
         """Hand ``message`` to the connection owning ``channel`` (or drop and count it)."""
