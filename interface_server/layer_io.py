@@ -61,6 +61,8 @@ class AsyncioLayerIO:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-sync")
         self._queued: list[tuple[str, dict[str, Any], Deferred[None]]] = []
         self._sender: asyncio.Task[None] | None = None  # while sends are queued or in flight
+        self._receiver: asyncio.Task[None] | None = None  # while a receive is asked or waits
+        self._next_receive: tuple[list[str], float | None, Deferred[Any]] | None = None
 
     def send(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
         """Queue ``message`` for the next batch; the Deferred fires with its own outcome."""
@@ -98,25 +100,41 @@ class AsyncioLayerIO:
 
     def receive_batch(self, channels: list[str],
                       timeout: float | None) -> Deferred[list[Received]]:
-        """The receive runs as a task that fires the Deferred itself, in the turn of
-        the loop that read the replies (``Deferred.fromFuture`` would fire it one
-        turn later, from the future's done callback)."""
-        received: Deferred[list[Received]] = Deferred(lambda _: receiving.cancel())
-
-        async def receive() -> None:
-            try:
-                got = await self.layer.receive_batch_async(channels, REPLY_BATCH,
-                                                           timeout=timeout)
-            except BaseException as exc:  # a cancel too: the Deferred hears of it
-                if not received.called:
-                    received.errback(Failure(exc))
-                if not isinstance(exc, Exception):
-                    raise
-                return
-            received.callback(got)
-
-        receiving = asyncio.get_event_loop().create_task(receive())
+        """Receive in the receiving task, which fires the Deferred itself, in the turn
+        of the loop that read the replies (``Deferred.fromFuture`` would fire it one
+        turn later). A caller that asks again from its callback -- the reply loop --
+        is served by the same task: no task and no turn of the loop per burst."""
+        received: Deferred[list[Received]] = Deferred(self._cancel_receive)
+        self._next_receive = (channels, timeout, received)
+        if self._receiver is None:
+            self._receiver = asyncio.get_event_loop().create_task(self._receive_asked())
         return received
+
+    def _cancel_receive(self, _: Deferred[Any]) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+
+    async def _receive_asked(self) -> None:
+        """Run the receives asked for, one after the other, while they keep coming."""
+        try:
+            while self._next_receive is not None:
+                channels, timeout, received = self._next_receive
+                self._next_receive = None
+                try:
+                    got = await self.layer.receive_batch_async(channels, REPLY_BATCH,
+                                                               timeout=timeout)
+                except BaseException as exc:  # a cancel too: the Deferred hears of it
+                    if not received.called:
+                        received.errback(Failure(exc))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                received.callback(got)
+        finally:
+            self._receiver = None
+            if self._next_receive is not None and not asyncio.get_event_loop().is_closed():
+                # asked again while a cancelled receive was unwinding: serve it
+                self._receiver = asyncio.get_event_loop().create_task(self._receive_asked())
 
     def call(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         loop = asyncio.get_event_loop()

@@ -91,6 +91,62 @@ def test_asyncio_receive_can_be_cancelled() -> None:
     assert asyncio.run(scenario()) is True
 
 
+def test_asyncio_receive_asked_again_right_after_a_cancel_is_served() -> None:
+    """A receive asked for while a cancelled one is still unwinding is not lost."""
+
+    async def scenario() -> Any:
+        loop = asyncio.get_running_loop()
+        layer = MemoryChannelLayer()
+        io = AsyncioLayerIO(layer)
+        first = io.receive_batch(["srv!"], timeout=30.0)
+        first.addErrback(lambda f: None)
+        await asyncio.sleep(0)
+        first.cancel()
+        second = io.receive_batch(["srv!"], timeout=5.0)  # before the cancel unwound
+        await layer.send_async("srv!b", {"n": 2})
+        got = await second.asFuture(loop)
+        io.close()
+        return got
+
+    assert asyncio.run(scenario()) == [("srv!b", {"n": 2})]
+
+
+def test_asyncio_receives_asked_from_the_callback_share_one_task() -> None:
+    """The reply loop asks for its next burst from the callback of the last one:
+    one task serves them all."""
+
+    async def scenario() -> tuple[list[Any], int]:
+        loop = asyncio.get_running_loop()
+        layer = MemoryChannelLayer()
+        io = AsyncioLayerIO(layer)
+        got: list[Any] = []
+        tasks: set[Any] = set()
+        done = loop.create_future()
+
+        def ask() -> None:
+            io.receive_batch(["srv!"], timeout=5.0).addCallback(on_burst)
+
+        def on_burst(burst: Any) -> None:
+            got.extend(burst)
+            tasks.add(asyncio.current_task())
+            if len(got) < 3:
+                ask()
+            elif not done.done():
+                done.set_result(None)
+
+        ask()
+        for n in range(3):
+            await asyncio.sleep(0)
+            await layer.send_async(f"srv!{n}", {"n": n})
+        await asyncio.wait_for(done, 5)
+        io.close()
+        return got, len(tasks)
+
+    got, tasks = asyncio.run(scenario())
+    assert [message["n"] for _, message in got] == [0, 1, 2]
+    assert tasks == 1
+
+
 def test_asyncio_receive_fires_its_deferred_from_the_receiving_task() -> None:
     """The reply loop's callbacks run in the turn of the loop that read the replies,
     inside the receiving task, not one turn later from a future's done callback."""
