@@ -18,18 +18,16 @@ find on its own write, which closes the connection the usual way. Other
 transports (TLS, a test's ``StringTransport``) are left alone.
 
 Corking: between ``cork()`` and ``uncork()`` (the reply loop, around one
-burst of replies; ``corked()`` is the same as a ``with`` block) the writes to
-such a transport are held and go out together at ``uncork``, through
-``write`` as above: an HTTP response's head and body, or several frames for
-one WebSocket, leave in one system call. Everything a transport is given
+burst of replies) the writes to such a transport are held and go out
+together at ``uncork``, through ``write`` as above: an HTTP response's head
+and body, or several frames for one WebSocket, leave in one system call. Everything a transport is given
 while corked is held, so order is kept; what is held counts as pending
 output (``held_bytes``) for the output watch.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import tcp
@@ -63,19 +61,6 @@ def uncork() -> None:
     held, _held = _held, None
     for transport, chunks in (held or {}).items():
         transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-
-@contextlib.contextmanager
-def corked() -> Iterator[None]:
-    """``cork`` for the block, ``uncork`` at its end (an inner block is part of the
-    outer one)."""
-    if not cork():
-        yield
-        return
-    try:
-        yield
-    finally:
-        uncork()
 
 
 def held_bytes(transport: Any) -> int:

@@ -104,28 +104,29 @@ def test_other_transports_are_left_alone():
     assert transport.write == write
 
 
-def test_corked_writes_leave_together_at_the_end_of_the_block(pair):
+def test_corked_writes_leave_together_at_uncork(pair):
     transport, peer, reactor = pair
     direct_write.enable(transport)
-    with direct_write.corked():
-        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
-        transport.writeSequence([b"hel", b"lo"])
-        assert _read_all(peer) == b""  # nothing sent yet
-        assert direct_write.held_bytes(transport) == 24
-        with direct_write.corked():  # an inner block is part of the outer one
-            transport.write(b"!")
-        assert _read_all(peer) == b""
+    assert direct_write.cork()
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.writeSequence([b"hel", b"lo"])
+    assert _read_all(peer) == b""  # nothing sent yet
+    assert direct_write.held_bytes(transport) == 24
+    assert not direct_write.cork()  # already corked: the outer holder uncorks
+    transport.write(b"!")
+    direct_write.uncork()
     assert direct_write.held_bytes(transport) == 0
     assert _read_all(peer) == b"HTTP/1.1 200 OK\r\n\r\nhello!"
     assert transport not in reactor.getWriters()
 
 
-def test_a_connection_closed_in_a_corked_block_still_sends_what_it_was_given(pair):
+def test_a_connection_closed_while_corked_still_sends_what_it_was_given(pair):
     transport, peer, reactor = pair
     direct_write.enable(transport)
-    with direct_write.corked():
-        transport.write(b"last words")
-        transport.loseConnection()
+    direct_write.cork()
+    transport.write(b"last words")
+    transport.loseConnection()
+    direct_write.uncork()
     assert transport.disconnecting
     assert transport in reactor.getWriters()  # buffered by Twisted, flushed before close
     transport.doWrite()
