@@ -20,9 +20,9 @@ transports (TLS, a test's ``StringTransport``) are left alone.
 Corking: between ``cork()`` and ``uncork()`` (the reply loop, around one
 burst of replies) the writes to such a transport are held and go out
 together at ``uncork``, through ``write`` as above: an HTTP response's head
-and body, or several frames for one WebSocket, leave in one system call. Everything a transport is given
-while corked is held, so order is kept; what is held counts as pending
-output (``held_bytes``) for the output watch.
+and body, or several frames for one WebSocket, leave in one system call.
+Everything a transport is given while corked is held, so order is kept; what
+is held counts as pending output (``held_bytes``) for the output watch.
 """
 
 from __future__ import annotations
