@@ -17,12 +17,13 @@ ever see what the kernel did not take. A send error is left for Twisted to
 find on its own write, which closes the connection the usual way. Other
 transports (TLS, a test's ``StringTransport``) are left alone.
 
-Corking: between ``cork()`` and ``uncork()`` (the reply loop, around one
-burst of replies) the writes to such a transport are held and go out
-together at ``uncork``, through ``write`` as above: an HTTP response's head
-and body, or several frames for one WebSocket, leave in one system call.
-Everything a transport is given while corked is held, so order is kept; what
-is held counts as pending output (``held_bytes``) for the output watch.
+Corking: between ``cork()`` and ``uncork()`` (the reply loop around one
+burst of replies, the HTTP channel around one read) the writes to such a
+transport are held and go out together at ``uncork``, through ``write`` as
+above: an HTTP response's head and body, the pongs of a ping flood, several
+frames for one WebSocket, leave in one system call. Everything a transport
+is given while corked is held, so order is kept; what is held counts as
+pending output (``held_bytes``) for the output watch.
 """
 
 from __future__ import annotations
@@ -74,11 +75,13 @@ class DirectWrites:
     """The ``write`` and ``writeSequence`` mixed into a plain TCP/UNIX transport."""
 
     def write(self, data: bytes) -> None:
-        if _held is not None and type(data) is bytes and data and (
-                self in _held or can_write_now(self)):
+        if type(data) is not bytes or not data:
+            super().write(data)  # type: ignore[misc]  # Twisted's checks and no-ops
+            return
+        if _held is not None and (self in _held or can_write_now(self)):
             _held.setdefault(self, []).append(data)
             return
-        if type(data) is bytes and data and can_write_now(self):
+        if can_write_now(self):
             try:
                 sent = self.socket.send(data)  # type: ignore[attr-defined]
             except OSError:  # would block, or an error Twisted's own send will report

@@ -99,6 +99,18 @@ class SwitchboardChannel(http.HTTPChannel):
         self.over_limit = self.server.over_concurrency_limit()
 
     def dataReceived(self, data: bytes) -> None:
+        # What one read makes -- a pong per ping of a flood, answers to pipelined
+        # requests -- leaves in one send, never as a stream of tiny segments, which
+        # the kernel charges far more memory than their bytes (a flooding client that
+        # never read then stalled instead of being cut: tests/hostile).
+        corked = direct_write.cork()
+        try:
+            self._read(data)
+        finally:
+            if corked:
+                direct_write.uncork()
+
+    def _read(self, data: bytes) -> None:
         if self.upgraded is not None:
             self.upgraded.dataReceived(data)
             return

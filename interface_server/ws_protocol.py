@@ -45,7 +45,6 @@ from twisted.python.failure import Failure
 
 from asgi_spec.exceptions import ChannelFull, LayerUnavailable, MessageFormatError, MessageTooLarge
 from asgi_spec.formats import WEBSOCKET_CONNECT, WEBSOCKET_DISCONNECT, WEBSOCKET_RECEIVE
-from interface_server import _direct_write as direct_write
 from interface_server import _frame_mask
 from interface_server import _websocket as ws
 from interface_server._accesslog import AccessRecord
@@ -157,15 +156,8 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
         self.ping_sent_at = None
         # Autobahn's own dataReceived only adds a debug log line whose arguments it
         # formats on every read, debug or not (~4% of the server's CPU on an echo).
-        # Corked: what one read makes (a pong per ping of a flood) leaves in one send,
-        # never as a stream of tiny segments, which the kernel charges far more memory
-        # than their bytes (a client that never reads then stalled: tests/hostile).
-        corked = direct_write.cork()
-        try:
-            self._dataReceived(data)
-        finally:
-            if corked:
-                direct_write.uncork()
+        # (The HTTP channel in front corks what this read makes: one send.)
+        self._dataReceived(data)
         self._check_output()  # pongs pile up when a ping flood's sender does not read
 
     def onMessageEnd(self) -> None:

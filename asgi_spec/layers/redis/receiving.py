@@ -172,15 +172,7 @@ class _Receiving:
                 return (yield from self._swept_mpop_steps(queues, keys, max_messages,
                                                           timeout, now))
         if self._takes_many_first(queues):
-            try:
-                envelopes, evicted = yield ("_call", self.shards[0], "receive_many",
-                                            self._args(max_messages, *queues), True)
-            except LayerUnavailable:
-                if timeout <= 0:
-                    raise
-                envelopes, evicted = [], []  # the blocking receive rides out the outage
-            yield ("_apply_evictions", self.shards[0], evicted)
-            if got := self._opened(envelopes):
+            if got := (yield from self._receive_many_steps(queues, max_messages, timeout)):
                 return got
             first = yield from self._receive_steps(queues, timeout, now)
             return [] if first is None else [first]
@@ -211,17 +203,28 @@ class _Receiving:
         queues among ``queues`` when one is due (what it finds is returned at once)."""
         shared = self._sweep_due(queues, now)
         if shared is not None:
-            try:
-                envelopes, evicted = yield ("_call", self.shards[0], "receive_many",
-                                            self._args(count, *queues), True)
-            except LayerUnavailable:
-                envelopes, evicted = [], []  # the blocking pop rides out the outage
-            else:
+            got = yield from self._receive_many_steps(queues, count, timeout)
+            if got is not None:
                 self._swept[shared] = now()
-            yield ("_apply_evictions", self.shards[0], evicted)
-            if got := self._opened(envelopes):
+            if got:
                 return got
         return (yield from self._receive_mpop_steps(keys, count, timeout, now))
+
+    def _receive_many_steps(self, queues: list[str], count: int,
+                            timeout: float) -> Steps[list[tuple[str, bytes]] | None]:
+        """One ``receive_many`` script on the only server: what it took, or ``None``
+        when the server is unreachable and a blocking receive will ride the outage
+        out (a non-blocking one, ``timeout`` 0, raises ``LayerUnavailable``)."""
+        shard = self.shards[0]
+        try:
+            envelopes, evicted = yield ("_call", shard, "receive_many",
+                                        self._args(count, *queues), True)
+        except LayerUnavailable:
+            if timeout <= 0:
+                raise
+            return None
+        yield ("_apply_evictions", shard, evicted)
+        return self._opened(envelopes)
 
     def _receive_mpop_steps(self, keys: list[str], count: int, timeout: float,
                             now: Clock) -> Steps[list[tuple[str, bytes]]]:
