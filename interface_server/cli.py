@@ -1,7 +1,8 @@
 """``interfaceserver``: the command that runs a ``Server``.
 
 ``main`` parses options (every one also an environment variable, shown in
-``--help``) into ``Settings``; ``run`` installs Twisted's asyncio reactor,
+``--help``) into ``Settings``; ``run`` installs Twisted's asyncio reactor (on
+uvloop where installed: ``event_loop``),
 opens and checks the layer (failing fast with the layer's own error text),
 starts the server and handles SIGTERM/SIGINT: the first signal drains
 (``Server.shutdown``) and exits 0, a second one exits at once.
@@ -32,6 +33,7 @@ import click
 
 from asgi_spec import DEFAULT_LAYER_URL
 from interface_server.config import ServerConfig
+from interface_server.event_loop import CHOICES, LoopUnavailable, loop_factory
 from interface_server.tls import TLSFileError, TLSFiles, load_tls_files
 
 logger = logging.getLogger("interface_server")
@@ -91,6 +93,7 @@ class Settings:
     ops_port: int | None = None
     ops_bind: str = "127.0.0.1"
     tls: TLSFiles | None = None
+    loop: str = "auto"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
@@ -179,6 +182,9 @@ class Settings:
         help="This server beats in the layer's registry five times per interval and is "
         "shown stale within one interval if it stops; it re-reads the live workers at "
         "least every fifth of it. Use the workers' interval.")
+@option("--loop", type=click.Choice(CHOICES), default="auto",
+        help="The asyncio event loop under Twisted: uvloop (faster), asyncio (the standard "
+        "library's), or auto: uvloop when installed.")
 @option("-v", "--verbosity", type=click.IntRange(0, 2), default=1,
         help="0: warnings, 1: info, 2: debug.")
 @option("--reload", is_flag=True, default=False,
@@ -276,8 +282,17 @@ def settings_from_options(ctx: click.Context, options: dict[str, Any]) -> Settin
         layer=options["layer"], config=config, host=host, port=options["port"],
         unix_socket=options["unix_socket"], fds=fds, endpoints=list(options["endpoints"]),
         verbosity=options["verbosity"], ops_port=options["ops_port"],
-        ops_bind=options["ops_bind"], tls=tls,
+        ops_bind=options["ops_bind"], tls=tls, loop=check_loop(ctx, options["loop"]),
     )
+
+
+def check_loop(ctx: click.Context, choice: str) -> str:
+    """``choice`` of ``--loop`` if it can be had, else a usage error naming why."""
+    try:
+        loop_factory(choice)
+    except LoopUnavailable as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    return choice
 
 
 def check_endpoint(ctx: click.Context, description: str) -> None:
@@ -335,7 +350,8 @@ def run(settings: Settings) -> int:
 
     from twisted.internet import asyncioreactor
 
-    loop = asyncio.new_event_loop()
+    loop_name, new_loop = loop_factory(settings.loop)
+    loop = new_loop()
     asyncio.set_event_loop(loop)
     asyncioreactor.install(loop)
     from twisted.internet import reactor
@@ -346,6 +362,7 @@ def run(settings: Settings) -> int:
     from interface_server.tls import context_factory, describe
 
     configure_logging(settings.verbosity)
+    logger.debug("event loop: %s", loop_name)
     if settings.tls is not None:
         logger.info("TLS on the -b/-p, -u and --fd listeners: %s", describe(settings.tls))
     for warning in settings.tls.warnings if settings.tls is not None else ():

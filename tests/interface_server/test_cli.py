@@ -53,6 +53,7 @@ def test_defaults(invoke: Any) -> None:
             config.ping_timeout) == (120, 5, 20, 30)
     assert config.access_log and not config.proxy_headers
     assert config.ws_allowed_origins == ("*",)
+    assert settings.loop == "auto"
 
 
 def test_all_options(invoke: Any) -> None:
@@ -144,6 +145,7 @@ def test_systemd_socket_activation(invoke: Any) -> None:
     (("-p", "70000"), "70000"),
     (("-e", "nonsense:1"), "nonsense"),
     (("-e", "tcp:notaport"), "tcp:notaport"),
+    (("--loop", "tokio"), "'tokio' is not one of 'auto', 'asyncio', 'uvloop'"),
 ])
 def test_bad_options_are_usage_errors(invoke: Any, args: tuple[str, ...], message: str) -> None:
     """A bad value exits 2 with a message naming it; the server is not started."""
@@ -151,6 +153,23 @@ def test_bad_options_are_usage_errors(invoke: Any, args: tuple[str, ...], messag
     assert result.exit_code == 2
     assert message in result.output
     assert settings is None
+
+
+def test_loop_uvloop_without_uvloop_is_a_usage_error(invoke: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--loop uvloop where uvloop cannot be imported exits 2 saying so; auto falls back."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    result, settings = invoke("--loop", "uvloop")
+    assert result.exit_code == 2
+    assert "--loop uvloop, but uvloop cannot be imported" in result.output
+    assert settings is None
+    result, settings = invoke(env={"INTERFACESERVER_LOOP": "auto"})
+    assert result.exit_code == 0, result.output
+    assert settings.loop == "auto"
+    result, settings = invoke("--loop", "asyncio")
+    assert settings.loop == "asyncio"
 
 
 @pytest.mark.parametrize(("text", "size"), [("1048576", 2**20), ("512K", 2**19),

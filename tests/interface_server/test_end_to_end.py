@@ -37,9 +37,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, layer_url: str | None = None) -> None:
         self.port = free_port()
-        self.layer_url = f"sqlite:///{tmp_path}/layer.db"
+        self.layer_url = layer_url or f"sqlite:///{tmp_path}/layer.db"
         self.out = tmp_path / "stdout.log"
         self.err = tmp_path / "stderr.log"
         with self.out.open("wb") as out, self.err.open("wb") as err:
@@ -116,8 +116,8 @@ def echo(layer: Any, channel: str, message: dict[str, Any]) -> None:
 def server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def start(*args: str) -> ServerProcess:
-        process = ServerProcess(tmp_path, *args)
+    def start(*args: str, layer_url: str | None = None) -> ServerProcess:
+        process = ServerProcess(tmp_path, *args, layer_url=layer_url)
         started.append(process)
         return process
 
@@ -239,6 +239,29 @@ def test_sigterm_drains_and_exits_0(server: Any, responder: Any) -> None:
     while not disconnects and time.monotonic() < deadline:
         time.sleep(0.05)
     assert disconnects == [1001]
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_each_event_loop_serves_and_stops(server: Any, responder: Any, redis_url: str,
+                                          loop: str) -> None:
+    """On either --loop, over the Redis layer (whose asyncio client shares the loop):
+    HTTP and WebSocket round trips, then SIGTERM exits 0; the log names the loop."""
+    pytest.importorskip(loop)
+    layer_url = redis_url.rsplit("/", 1)[0] + "/7"  # a database of its own
+    redis = layer_from_url(layer_url)
+    redis.flush()
+    redis.close()
+    srv = server("--loop", loop, "-v", "2", layer_url=layer_url)
+    responder(srv.layer_url)
+    response = srv.request("POST", "/loop", body=loop.encode())
+    assert (response.status, response.read()) == (200, f"hello /loop {loop}".encode())
+    with ws_connect(f"ws://127.0.0.1:{srv.port}/echo", open_timeout=10) as ws:
+        for message in ("text", b"bytes" * 1000):
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(15) == 0
+    assert f"event loop: {loop}" in srv.err.read_text()
 
 
 def test_bad_layer_fails_fast(tmp_path: Path) -> None:
