@@ -977,6 +977,39 @@ def test_receive_over_empty_queues_is_one_command_inside_redis(make, redis_serve
     assert layer.receive(queues) == ("sb.e1", {"x": 1})
 
 
+def test_send_with_room_leaves_an_expired_head_to_the_next_look(make, redis_server):
+    """A send to a queue with room reads only its length (no head: dropping an expired
+    message could not change the answer); the expired head is still dropped, counted
+    and its channel evicted from its groups by the next look -- a group send here --
+    and a send that finds the queue full drops it first and succeeds."""
+    clock = FakeClock()
+    layer = make(expiry=10, clock=clock, capacity=2)
+    layer.group_add("room", "sb.lazy")
+    layer.send("sb.lazy", {"n": 1})
+    clock.advance(11)
+    client = redis.Redis(port=redis_server.port)
+    client.config_resetstat()
+    queue = f"{layer.prefix}q:sb.lazy"
+    layer.send("sb.lazy", {"n": 2})
+    assert _commands_in_scripts(client).get("lindex", 0) == 0
+    assert client.llen(queue) == 2  # the expired message is still there
+    layer.send("sb.lazy", {"n": 3})  # full (2 held, one expired): the head goes first
+    assert client.llen(queue) == 2
+    assert layer.channel_statistics("sb.lazy")["messages_expired_count"] == 1
+    assert layer.group_channels("room") == []  # its message expired unread: evicted
+    assert layer.receive(["sb.lazy"]) == ("sb.lazy", {"n": 2})
+    assert layer.receive(["sb.lazy"]) == ("sb.lazy", {"n": 3})
+
+    layer.group_add("room2", "sb.lazy2")
+    layer.send("sb.lazy2", {"n": 1})
+    clock.advance(11)
+    layer.send("sb.lazy2", {"n": 2})  # room: the expired head stays for now
+    assert client.llen(f"{layer.prefix}q:sb.lazy2") == 2
+    assert layer.send_group("room2", {"n": 3}) == 0  # the group send looks: evicted
+    assert layer.channel_statistics("sb.lazy2")["messages_expired_count"] == 1
+    assert layer.receive(["sb.lazy2"]) == ("sb.lazy2", {"n": 2})
+
+
 def test_a_queue_listed_twice_in_a_receive(make):
     """A receive that names a queue twice drops its expired head once (counted once)
     and returns its live message, as with the queue named once."""

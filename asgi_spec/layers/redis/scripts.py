@@ -9,9 +9,11 @@ the channel name from the str header at byte 11 without decoding the body.
 Each script receives the same first four arguments: the key prefix, ``now``
 from the layer's clock (never Redis ``TIME``), the list TTL in ms and the
 counter TTL in s. Before a script looks at a queue it drops the expired
-messages at its head, counts them, and evicts their channels from every
-group through the reverse index ``<prefix>cg:<channel>`` (a set of group
-names). Groups are sorted sets ``<prefix>g:<group>`` of channel -> add time.
+messages at its head (a send looks only when the queue is full or has items
+in flight: otherwise dropping could not change its answer), counts them, and
+evicts their channels from every group through the reverse index
+``<prefix>cg:<channel>`` (a set of group names). Groups are sorted sets
+``<prefix>g:<group>`` of channel -> add time.
 The evicted ``(channel, group)`` pairs are returned too, so that with several
 shards the layer removes the member from a group living on another server.
 
@@ -382,18 +384,23 @@ end
 SEND = r"""
 local queue = ARGV[5]
 local key = P .. 'q:' .. queue
--- held() read first: an empty list or in-flight set then needs no further look
+local capacity = tonumber(ARGV[7])
+-- held() read first: with room to spare and nothing in flight, dropping an expired
+-- head could not change the outcome, so the head is left to the next look that needs
+-- it (a receive, a group send, a send that finds the queue full)
 local pending = redis.call('LLEN', key)
 local flying = 0
 if normal(queue) then flying = redis.call('ZCARD', P .. 'f:' .. queue) end
-local head = nil
-if pending == 0 then head = false end
-local _, dropped, moved = expire(queue, flying == 0, head)
-local holding = pending - dropped + flying
-if moved then holding = held(queue) end  -- items came back from flight: count again
-if holding >= tonumber(ARGV[7]) then
-  count(queue, 'channel_full_count', 1)
-  return {0, evicted}
+if flying > 0 or pending >= capacity then
+  local head = nil
+  if pending == 0 then head = false end
+  local _, dropped, moved = expire(queue, flying == 0, head)
+  local holding = pending - dropped + flying
+  if moved then holding = held(queue) end  -- items came back from flight: count again
+  if holding >= capacity then
+    count(queue, 'channel_full_count', 1)
+    return {0, evicted}
+  end
 end
 local qlen = redis.call('RPUSH', key, ARGV[6])
 redis.call('PEXPIRE', key, LIST_TTL)
