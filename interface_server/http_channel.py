@@ -55,7 +55,12 @@ _HTTP_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 
 
-class _SizedChunkedDecoder(http._ChunkedTransferDecoder):
+#: Twisted's chunked decoder, looked up once: ``twisted.web.http`` is a deprecation
+#: proxy, so every attribute read on it costs a Python call (once per request here).
+_ChunkedTransferDecoder = http._ChunkedTransferDecoder
+
+
+class _SizedChunkedDecoder(_ChunkedTransferDecoder):
     """Twisted's chunked decoder, telling ``declared`` each chunk's size before its data."""
 
     def __init__(self, data: Any, finish: Any, declared: Any) -> None:
@@ -246,7 +251,7 @@ class SwitchboardChannel(http.HTTPChannel):
 
     def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
         ok: bool = super()._maybeChooseTransferDecoder(header, data)
-        if ok and type(self._transferDecoder) is http._ChunkedTransferDecoder:
+        if ok and type(self._transferDecoder) is _ChunkedTransferDecoder:
             request = self.requests[-1]  # check each chunk's size before its data comes
             self._transferDecoder = _SizedChunkedDecoder(
                 request.handleContentChunk, self._finishRequestBody, request.chunk_declared)

@@ -19,6 +19,7 @@ from asgi_spec.layers.redis.connections import (
     LOAD_LIBRARY,
     SCRIPT_ATTEMPTS,
     Popped,
+    _aread,
     _asend,
     _missing_script,
     _pack,
@@ -132,7 +133,7 @@ class _AsyncIO:
                 replies: list[Any] = []
                 for _ in todo:
                     try:
-                        replies.append(await conn.read_response())
+                        replies.append(await _aread(conn))
                     except ResponseError as exc:
                         replies.append(exc)
                 todo, missing = _settle(shard, todo, replies, results,
@@ -177,7 +178,7 @@ class _AsyncIO:
             raise self._unavailable(shard, exc) from exc
         try:
             await _asend(conn, command)
-            return await conn.read_response()
+            return await _aread(conn)
         except _NETWORK_ERRORS as exc:
             await conn.disconnect()
             raise self._unavailable(shard, exc) from exc

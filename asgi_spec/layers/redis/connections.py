@@ -30,6 +30,17 @@ from redis.retry import Retry
 from asgi_spec.layers.redis.scripts import LIBRARY, Script
 
 try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import _AsyncHiredisParser
+except ImportError:  # pragma: no cover - another redis-py: _aread uses read_response
+    _NOT_ENOUGH_DATA, _AsyncHiredisParser = object(), None
+try:
+    from hiredis import PushNotification as _PUSH
+except ImportError:  # pragma: no cover - hiredis < 3.2 has no RESP3 push type
+    class _PUSH:  # type: ignore[no-redef]
+        """Never a reply: hiredis without push notifications."""
+
+try:
     from hiredis import pack_command as _pack_command
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     from redis.connection import PythonRespSerializer
@@ -97,6 +108,54 @@ async def _asend(conn: Any, command: list[bytes]) -> None:
     except BaseException:  # cancelled mid-write: the command may still go out
         await conn.disconnect(nowait=True)
         raise
+
+
+async def _aread(conn: Any) -> Any:
+    """One reply on an asyncio connection, as ``conn.read_response()`` gives it, but
+    without its layers.
+
+    redis-py wraps every reply in a timeout context, two coroutines and the parser's
+    own loop (about 5% of the interface server's CPU on a plain HTTP request). Here
+    hiredis's reader is asked first; only when it holds no whole reply does the read
+    wait for bytes, bounded by the socket timeout. Outcomes as redis-py's: a reply
+    error raises its ``ResponseError`` (the connection stays usable); a connection
+    error reply, a timeout, the server closing or an OS error drops the connection
+    and raises ``ConnectionError``/``TimeoutError``. A RESP3 push is passed over, as
+    redis-py's default handler does (the layer's connections neither subscribe nor
+    track keys, so none comes). A connection without hiredis's parser takes
+    ``read_response``.
+    """
+    parser = getattr(conn, "_parser", None)
+    if type(parser) is not _AsyncHiredisParser or not parser._connected:
+        return await conn.read_response()
+    reader = parser._reader
+    try:
+        reply = reader.gets()
+        while reply is _NOT_ENOUGH_DATA or isinstance(reply, _PUSH):
+            if reply is _NOT_ENOUGH_DATA:
+                async with asyncio.timeout(conn.socket_timeout or None):
+                    data = await parser._stream.read(parser._read_size)
+                if not data:
+                    raise RedisConnectionError("Connection closed by server.")
+                reader.feed(data)
+            reply = reader.gets()
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+    except TimeoutError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from exc
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while reading from {conn.host}:{conn.port}: "
+                                   f"{exc}") from exc
+    except BaseException:  # a connection error, a protocol error, a cancel
+        await conn.disconnect(nowait=True)
+        raise
+    if conn.health_check_interval:
+        conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
 
 
 def _script_command(shard: _Shard, script: Script, args: list[Any], *,
@@ -226,7 +285,8 @@ class _AConns(_Conns):
     async def aget(self) -> Any:
         conn = self._take()
         try:
-            await conn.connect()
+            if not conn.is_connected:  # (connect() says so too, through five calls)
+                await conn.connect()
             try:
                 stale = await conn.can_read()
             except (*_NETWORK_ERRORS, OSError):
