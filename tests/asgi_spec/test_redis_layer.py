@@ -856,17 +856,62 @@ def test_layer_from_url_picks_the_redis_layer(redis_url):
 
 
 def test_send_many_is_one_write_per_server(make, monkeypatch):
-    """``send_many`` to one server is a single write on one connection, and the
-    messages of each channel arrive in the order given."""
+    """``send_many`` to one server is a single write on one connection: one script
+    call per ``SEND_MANY_CHUNK`` messages; the messages of each channel arrive in the
+    order given."""
+    from asgi_spec.layers.redis.layer import SEND_MANY_CHUNK
+
     layer = make()
-    layer.send("warm-up", {"x": 0})  # loads the script, opens the connection
+    layer.send_many([("warm-up", {"x": 0})] * 2)  # loads the library, opens the connection
     counter = _CommandCounter(monkeypatch)
     items = [(f"srv!c{n % 4}", {"n": n}) for n in range(40)]
     assert layer.send_many(items) == [None] * 40
     assert len(counter.commands) == 1
-    assert _script_calls(counter.commands[0]) == 40
+    assert _script_calls(counter.commands[0]) == 1
     got = layer.receive_batch(["srv!"], 100)
     assert [message["n"] for _, message in got] == list(range(40))
+
+    many = 2 * SEND_MANY_CHUNK + 1
+    items = [(f"sb.many{n % 3}", {"n": n}) for n in range(many)]
+    before = len(counter.commands)
+    assert layer.send_many(items) == [None] * many
+    assert len(counter.commands) == before + 1
+    assert _script_calls(counter.commands[before]) == 3
+    for q in range(3):
+        got = layer.receive_batch([f"sb.many{q}"], many)
+        assert [message["n"] for _, message in got] == list(range(q, many, 3))
+
+
+def test_send_many_answers_each_message(make, redis_server):
+    """One ``send_many`` call over several queues: a message past its queue's capacity
+    gets ``ChannelFull`` and queues nothing, the others go, in order, each counted
+    once; a full queue's expired head is dropped (counted, its channel evicted) to
+    make room, as ``send`` does; an at-least-once queue keeps its bells in step."""
+    clock = FakeClock()
+    layer = make(expiry=10, clock=clock, capacity=3,
+                 channel_capacity={"sb.tiny": 1}, at_least_once=["sb.alo"])
+    layer.group_add("room", "sb.old")
+    layer.send("sb.old", {"n": "expires"})
+    clock.advance(6)
+    layer.send("sb.old", {"n": "stays"})
+    layer.send("sb.old", {"n": "also stays"})
+    clock.advance(5)  # the first one has expired, the others not
+    items = [("sb.tiny", {"n": 1}), ("sb.old", {"n": 2}), ("sb.tiny", {"n": 3}),
+             ("sb.alo", {"n": 4}), ("sb.old", {"n": 5}), ("sb.alo", {"n": 6})]
+    outcomes = layer.send_many(items)
+    assert [type(o).__name__ if o else None for o in outcomes] == [
+        None, None, "ChannelFull", None, "ChannelFull", None]
+    assert "'sb.tiny' is full (1 messages)" in str(outcomes[2])
+    assert layer.group_channels("room") == []  # its expired message evicted it
+    stats = layer.channel_statistics("sb.old")
+    assert (stats["messages_expired_count"], stats["channel_full_count"]) == (1, 1)
+    assert layer.channel_statistics("sb.tiny")["channel_full_count"] == 1
+    client = redis.Redis(port=redis_server.port)
+    assert client.llen(f"{layer.prefix}w:sb.alo") == 2  # one bell per waiting message
+    assert [m["n"] for _, m in layer.receive_batch(["sb.old"], 10)] == [
+        "stays", "also stays", 2]
+    assert layer.receive(["sb.tiny"]) == ("sb.tiny", {"n": 1})
+    assert [layer.receive(["sb.alo"])[1]["n"] for _ in range(2)] == [4, 6]
 
 
 def test_send_many_after_the_server_lost_its_scripts(make, redis_server):

@@ -127,6 +127,9 @@ log = logging.getLogger("asgi_spec.layers.redis")
 TTL_MARGIN = 60
 #: Life (s) of a normal channel's counters after their last change.
 STATS_TTL = 86400
+#: Messages per ``send_many`` script call; a bigger batch is several calls, pipelined
+#: (bounded, so that one call never holds Redis for long).
+SEND_MANY_CHUNK = 128
 
 
 def _pairs(flat: list[Any]) -> Iterable[tuple[str, str]]:
@@ -137,6 +140,10 @@ def _pairs(flat: list[Any]) -> Iterable[tuple[str, str]]:
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
+
+
+def _full(channel: str, capacity: int) -> ChannelFull:
+    return ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
 
 class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
     """A channel layer on one or more Redis servers (or Sentinel services).
@@ -337,16 +344,19 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
     # one pipeline, per call), and what they decide is shared already (_send_args ...).
 
     def _send_args(self, channel: str, queue: str, body: bytes, expires_at: float,
-                   capacity: int, head: list[Any] | None = None) -> list[Any]:
-        """The send script's arguments; ``head`` is ``_args()`` when the caller made it
-        already (one clock reading for a whole pipeline)."""
+                   capacity: int) -> list[Any]:
+        """The send script's arguments."""
+        return [*self._args(), *self._send_tail(channel, queue, body, expires_at, capacity)]
+
+    def _send_tail(self, channel: str, queue: str, body: bytes, expires_at: float,
+                   capacity: int) -> tuple[Any, ...]:
+        """One message's arguments to the send scripts (after the common head)."""
         envelope = make_envelope(expires_at, channel, self._encrypt(body))
-        return [*(self._args() if head is None else head), queue, envelope, capacity,
-                "1" if self.is_at_least_once(queue) else "0"]
+        return queue, envelope, capacity, "1" if self.is_at_least_once(queue) else "0"
 
     def _sent(self, channel: str, capacity: int, reply: list[Any]) -> None:
         if not reply[0]:
-            raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
+            raise _full(channel, capacity)
 
     def _send(self, channel: str, queue: str, body: bytes, expires_at: float,
               capacity: int) -> None:
@@ -370,20 +380,20 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
 
     def _send_many(self, sends: list[tuple[str, str, bytes, float, int]],
                    ) -> list[ChannelLayerError | None]:
-        """Every send script of a server on one connection, in one write: one round
-        trip per server, and each channel's messages run in the order given."""
+        """The sends of each server in ``send_many`` scripts on one connection, in one
+        write: one round trip per server, each channel's messages in the order given."""
         self._check_open()
         outcomes: list[ChannelLayerError | None] = [None] * len(sends)
-        for shard, indexes, args in self._sends_by_shard(sends):
+        for shard, indexes, calls in self._sends_by_shard(sends):
             try:
-                replies = self._pipeline(shard, SCRIPTS["send"], args)
+                replies = self._pipeline(shard, SCRIPTS["send_many"], calls)
             except LayerUnavailable as exc:
                 for i in indexes:
                     outcomes[i] = exc
                 continue
-            for i, reply in zip(indexes, replies, strict=True):
+            for reply in replies:
                 self._apply_evictions(shard, reply[1])
-                outcomes[i] = self._send_outcome(sends[i], reply)
+            self._send_outcomes(sends, indexes, replies, outcomes)
         return outcomes
 
     async def _send_many_async(self, sends: list[tuple[str, str, bytes, float, int]],
@@ -391,37 +401,46 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
         """``_send_many`` for asyncio callers: one round trip per server."""
         self._check_open()
         outcomes: list[ChannelLayerError | None] = [None] * len(sends)
-        for shard, indexes, args in self._sends_by_shard(sends):
+        for shard, indexes, calls in self._sends_by_shard(sends):
             try:
-                replies = await self._apipeline(shard, SCRIPTS["send"], args)
+                replies = await self._apipeline(shard, SCRIPTS["send_many"], calls)
             except LayerUnavailable as exc:
                 for i in indexes:
                     outcomes[i] = exc
                 continue
-            for i, reply in zip(indexes, replies, strict=True):
+            for reply in replies:
                 await self._aapply_evictions(shard, reply[1])
-                outcomes[i] = self._send_outcome(sends[i], reply)
+            self._send_outcomes(sends, indexes, replies, outcomes)
         return outcomes
 
     def _sends_by_shard(self, sends: list[tuple[str, str, bytes, float, int]],
                         ) -> list[tuple[_Shard, list[int], list[list[Any]]]]:
-        """``(shard, indexes into sends, send-script arguments)`` per server; the sends
-        go out together, so they share one reading of the clock."""
+        """``(shard, indexes into sends, send_many arguments)`` per server: one call per
+        ``SEND_MANY_CHUNK`` messages. The sends go out together, so they share one
+        reading of the clock."""
         by_shard: dict[int, list[int]] = defaultdict(list)
         for index, send in enumerate(sends):
             by_shard[self._ring.index_of(send[1])].append(index)
         head = self._args()
-        return [(self.shards[shard_index], indexes,
-                 [self._send_args(*sends[i], head) for i in indexes])
-                for shard_index, indexes in by_shard.items()]
+        grouped = []
+        for shard_index, indexes in by_shard.items():
+            calls = []
+            for first in range(0, len(indexes), SEND_MANY_CHUNK):
+                args = list(head)
+                for i in indexes[first:first + SEND_MANY_CHUNK]:
+                    args += self._send_tail(*sends[i])
+                calls.append(args)
+            grouped.append((self.shards[shard_index], indexes, calls))
+        return grouped
 
-    def _send_outcome(self, send: tuple[str, str, bytes, float, int],
-                      reply: list[Any]) -> ChannelFull | None:
-        try:
-            self._sent(send[0], send[4], reply)
-        except ChannelFull as exc:
-            return exc
-        return None
+    def _send_outcomes(self, sends: list[tuple[str, str, bytes, float, int]],
+                       indexes: list[int], replies: list[Any],
+                       outcomes: list[ChannelLayerError | None]) -> None:
+        """Put each message's outcome (``None``: sent; ``ChannelFull``) where it goes."""
+        sent = [flag for reply in replies for flag in reply[0]]
+        for i, flag in zip(indexes, sent, strict=True):
+            if not flag:
+                outcomes[i] = _full(sends[i][0], sends[i][4])
 
     # -- groups ------------------------------------------------------------
 

@@ -409,6 +409,62 @@ if ARGV[8] == '1' or rings(queue) then sync_bells(queue, true, qlen) end
 return {1, evicted}
 """
 
+# Many sends in one call: what SEND does for each message, in order, with the work
+# shared per queue -- one length read, one look at the head when it matters, one
+# RPUSH, one PEXPIRE and one counter update per queue.
+# ARGV[5...] quadruples: queue, envelope, capacity, '1' if at-least-once (ring)
+# -> {{1 sent | 0 full, per message}, evicted}
+SEND_MANY = r"""
+local queues, order, outcomes = {}, {}, {}
+for i = 5, #ARGV, 4 do
+  local queue, capacity = ARGV[i], tonumber(ARGV[i + 2])
+  local entry = queues[queue]
+  if not entry then
+    local pending = redis.call('LLEN', P .. 'q:' .. queue)
+    local flying = 0
+    if normal(queue) then flying = redis.call('ZCARD', P .. 'f:' .. queue) end
+    entry = {held = pending + flying, pending = pending, flying = flying, looked = false,
+             batch = {}, full = 0, ring = false}
+    queues[queue] = entry
+    order[#order + 1] = queue
+  end
+  -- as SEND: the head is looked at (once per call) only when that could change
+  -- the answer: the queue is at capacity, or holds items in flight
+  if not entry.looked and (entry.flying > 0 or entry.held >= capacity) then
+    entry.looked = true
+    local head = nil
+    if entry.pending == 0 then head = false end
+    local _, dropped, moved = expire(queue, entry.flying == 0, head)
+    entry.held = entry.held - dropped
+    if moved then entry.held = held(queue) + #entry.batch end
+  end
+  if entry.held >= capacity then
+    entry.full = entry.full + 1
+    outcomes[#outcomes + 1] = 0
+  else
+    entry.batch[#entry.batch + 1] = ARGV[i + 1]
+    entry.held = entry.held + 1
+    if ARGV[i + 3] == '1' then entry.ring = true end
+    outcomes[#outcomes + 1] = 1
+  end
+end
+for _, queue in ipairs(order) do
+  local entry = queues[queue]
+  local batch = entry.batch
+  if #batch > 0 then
+    local key, qlen = P .. 'q:' .. queue, 0
+    for first = 1, #batch, 500 do
+      qlen = redis.call('RPUSH', key, unpack(batch, first, math.min(first + 499, #batch)))
+    end
+    redis.call('PEXPIRE', key, LIST_TTL)
+    count(queue, 'messages_count', #batch)
+    if entry.ring or rings(queue) then sync_bells(queue, true, qlen) end
+  end
+  if entry.full > 0 then count(queue, 'channel_full_count', entry.full) end
+end
+return {outcomes, evicted}
+"""
+
 # ARGV[5] token, [6] ack deadline, [7] in-flight key TTL (ms), [8...] queue, mode
 # pairs; mode '0' plain, '1' at-least-once (keep its bells in step), '2'
 # at-least-once and put the popped message in flight under the token.
@@ -672,6 +728,7 @@ return live
 
 _BODIES = {
     "send": SEND,
+    "send_many": SEND_MANY,
     "receive": RECEIVE,
     "receive_many": RECEIVE_MANY,
     "ack": ACK,
