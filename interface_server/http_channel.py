@@ -93,6 +93,8 @@ class SwitchboardChannel(http.HTTPChannel):
         self._head_bytes = 0
         self._chunked = False  # this request's Transfer-Encoding: chunked was seen
         self.body_received_at: float | None = None  # reading a body: its last bytes came
+        self._host: Any = None  # getHost() and getPeer(), once asked
+        self._peer: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -143,6 +145,19 @@ class SwitchboardChannel(http.HTTPChannel):
         elif not self._in_headers and not _REQUEST_START.match(pending):
             self.reject(400, "the request does not start with an HTTP method "
                         "(TLS or another protocol sent to a plain-HTTP port?)")
+
+    def getHost(self) -> Any:
+        """The local address, read once per connection (Twisted asks the socket, a
+        system call, and builds a new address object for every request)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        """The peer's address, made once per connection (Twisted: once per request)."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
 
     def isSecure(self) -> bool:
         """Twisted's answer (an interface lookup on the transport, ~2% of the server's
