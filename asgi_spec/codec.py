@@ -9,6 +9,7 @@ the process that receives it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -20,6 +21,19 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 _SCALARS = (str, bytes, float, bool, type(None))
+_local = threading.local()
+
+
+def _packb(value: Any) -> bytes:
+    """``msgpack.packb(value, use_bin_type=True)`` on this thread's own ``Packer``:
+    ``packb`` makes a Packer, and its buffer, on every call (~0.6 us, about half of
+    encoding a small message). A Packer resets itself after each value, also after
+    one it refused."""
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value)  # type: ignore[no-any-return]
 
 
 def _check(value: Any, path: str) -> None:
@@ -84,7 +98,7 @@ def encode(message: dict[str, Any], max_size: int = DEFAULT_MAX_MESSAGE_SIZE) ->
     encoding is longer than ``max_size`` bytes.
     """
     check_message(message)
-    data: bytes = msgpack.packb(message, use_bin_type=True)
+    data = _packb(message)
     if len(data) > max_size:
         raise MessageTooLarge(
             f"message encodes to {len(data)} bytes; the layer's limit is {max_size} "
@@ -100,7 +114,7 @@ def decode(data: bytes) -> dict[str, Any]:
 
 def pack(value: Any) -> bytes:
     """msgpack for the layer's own bookkeeping (envelopes, not user messages)."""
-    return msgpack.packb(value, use_bin_type=True)
+    return _packb(value)
 
 
 def unpack(data: bytes) -> Any:

@@ -99,3 +99,34 @@ def test_the_fast_check_and_the_naming_check_agree(message):
     else:
         with pytest.raises(InvalidMessage, match=r"^message"):
             check_message(message)
+
+
+def test_the_reused_packer_encodes_as_packb_after_a_refusal_and_across_threads():
+    """Encoding reuses one msgpack Packer per thread: after a value it refused (an
+    int past 64 bits, at the wire's edge), the next encoding is msgpack.packb's own,
+    and threads encoding at once each get their own bytes."""
+    import threading
+
+    import msgpack
+
+    from asgi_spec.codec import _packb, pack
+
+    with pytest.raises(OverflowError):
+        _packb({"n": [1, 2**70]})
+    message = {"text": "é" * 40, "bytes": b"\x00" * 300, "n": [1, 2.5, None]}
+    assert encode(message) == msgpack.packb(message, use_bin_type=True)
+    assert pack("srv!x") == msgpack.packb("srv!x", use_bin_type=True)
+    wrong: list[int] = []
+
+    def encode_many(n: int) -> None:
+        for i in range(2000):
+            value = {"t": n, "i": i, "pad": b"x" * (n * 7 + i % 13)}
+            if decode(encode(value)) != value:
+                wrong.append(n)
+
+    threads = [threading.Thread(target=encode_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

@@ -87,6 +87,8 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from asgi_spec.codec import pack
+
 #: A msgpack array of 3 whose first item is a float64.
 ENVELOPE_HEAD = b"\x93\xcb"
 
@@ -98,13 +100,12 @@ def envelope_head(expires_at: float) -> bytes:
 
 def envelope_tail(body: bytes) -> bytes:
     """The body as a msgpack bin, the last item of an envelope."""
-    return msgpack.packb(body, use_bin_type=True)
+    return pack(body)
 
 
 def make_envelope(expires_at: float, channel: str, body: bytes) -> bytes:
     """``[expires_at, channel, body]`` with the fixed head the scripts rely on."""
-    return (envelope_head(expires_at) + msgpack.packb(channel, use_bin_type=True)
-            + envelope_tail(body))
+    return envelope_head(expires_at) + pack(channel) + pack(body)
 
 
 def read_envelope(data: bytes) -> tuple[float, str, bytes]:
