@@ -311,8 +311,39 @@ _RESPONSE_KEYS = frozenset({"status", "headers", "content", "more_content"})
 _CHUNK_KEYS = frozenset({"content", "more_content"})
 
 
+def _plain_response(m: object) -> bool:
+    """Whether ``validate_http_response`` would accept ``m`` (the same rules), in one
+    pass without naming anything: the fast answer for the common case."""
+    if type(m) is not dict or not _RESPONSE_KEYS.issuperset(m):
+        return False
+    status = m.get("status")
+    if type(status) is not int or not 100 <= status <= 999:
+        return False
+    if type(m.get("content", b"")) is not bytes or type(m.get("more_content", False)) is not bool:
+        return False
+    headers = m.get("headers", ())
+    if type(headers) is not list and type(headers) is not tuple:
+        return False
+    for pair in headers:
+        if (type(pair) is not list and type(pair) is not tuple) or len(pair) != 2:
+            return False
+        name, value = pair
+        if (type(name) is not bytes or type(value) is not bytes
+                or not _TOKEN_BYTES.fullmatch(name)
+                or b"\r" in value or b"\n" in value or b"\0" in value):
+            return False
+    return True
+
+
 def validate_http_response(message: object) -> dict[str, Any]:
     """Validate an HTTP Response reply (the one that carries ``status``)."""
+    if _plain_response(message):
+        return message  # type: ignore[return-value]
+    return _check_http_response(message)
+
+
+def _check_http_response(message: object) -> dict[str, Any]:
+    """``validate_http_response`` field by field, naming the first bad one."""
     kind = HTTP_RESPONSE
     m = _dict(kind, message)
     _strict(kind, m, _RESPONSE_KEYS)

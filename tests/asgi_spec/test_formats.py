@@ -513,3 +513,60 @@ def test_validators_only_raise_message_format_error(message, index):
         close_code(message)
     except MessageFormatError as exc:
         assert exc.field == "close"
+
+
+_GOOD_NAME = st.sampled_from([b"content-type", b"X-Ok", b"set-cookie", b"a"])
+_GOOD_VALUE = st.binary(max_size=6).filter(lambda v: not set(v) & {13, 10, 0})
+_BAD_PART = st.one_of(st.sampled_from([b"bad name", b"a:b", b"v\r\n", b"\x00", b""]),
+                      st.text(max_size=3), st.none(), st.integers())
+_GOOD_PAIR = st.one_of(st.tuples(_GOOD_NAME, _GOOD_VALUE),
+                       st.lists(st.one_of(_GOOD_NAME), min_size=2, max_size=2))
+_BAD_PAIR = st.one_of(st.tuples(_BAD_PART, _GOOD_VALUE), st.tuples(_GOOD_NAME, _BAD_PART),
+                      st.lists(_GOOD_NAME, max_size=3).filter(lambda x: len(x) != 2), _BAD_PART)
+
+
+def _mostly(good: Any, bad: Any) -> Any:
+    """``good`` about three times in four."""
+    return st.integers(0, 3).flatmap(lambda k: good if k else bad)
+
+
+_RESPONSE_VALUE = {
+    "status": _mostly(st.integers(min_value=100, max_value=999),
+                      st.one_of(st.integers(min_value=50, max_value=1100), st.booleans(),
+                                st.floats(allow_nan=False), st.text(max_size=3), st.none())),
+    "headers": _mostly(st.lists(_mostly(_GOOD_PAIR, _BAD_PAIR), max_size=3),
+                       st.one_of(st.binary(max_size=3), st.none(),
+                                 st.tuples(st.tuples(_GOOD_NAME, _GOOD_VALUE)))),
+    "content": _mostly(st.binary(max_size=5), st.one_of(st.text(max_size=3), st.none())),
+    "more_content": _mostly(st.booleans(), st.one_of(st.integers(0, 1), st.none())),
+    "body": st.binary(max_size=3),
+}
+
+
+@st.composite
+def _responses(draw: Any) -> Any:
+    keys = draw(st.lists(st.sampled_from(["headers", "content", "more_content"]),
+                         unique=True, max_size=3))
+    if draw(st.integers(0, 9)):
+        keys.append("status")
+    if not draw(st.integers(0, 9)):
+        keys.append("body")
+    return {key: draw(_RESPONSE_VALUE[key]) for key in keys}
+
+
+@settings(max_examples=400)
+@given(_responses())
+def test_the_fast_response_check_and_the_naming_check_agree(message: Any) -> None:
+    """``validate_http_response`` answers the common case in one pass; it accepts
+    exactly what the field-by-field check accepts, and what it refuses is named."""
+    try:
+        formats._check_http_response(message)
+        valid = True
+    except MessageFormatError:
+        valid = False
+    assert formats._plain_response(message) is valid
+    if valid:
+        assert validate_http_response(message) is message
+    else:
+        with pytest.raises(MessageFormatError):
+            validate_http_response(message)
