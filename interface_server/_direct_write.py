@@ -93,10 +93,12 @@ class DirectWrites:
 
     def writeSequence(self, chunks: Iterable[bytes]) -> None:
         chunks = list(chunks)
-        if chunks and all(type(chunk) is bytes for chunk in chunks):
-            self.write(b"".join(chunks))
-        else:
+        try:
+            data = b"".join(chunks)  # (a str among them raises: Twisted's refusal below)
+        except TypeError:
             super().writeSequence(chunks)  # type: ignore[misc]
+            return
+        self.write(data)
 
 
 _SUBCLASSES: dict[type, type] = {}

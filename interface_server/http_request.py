@@ -160,7 +160,11 @@ class ChannelRequest(http.Request):
         self.message_path, self.message_client = message["path"], message["client"]
         server.http_requests.add(self)
         self.delivery = "checking"
-        server.consumer_available(HTTP_REQUEST).addCallback(self._send_request, message)
+        answered, known = server.consumer_known(HTTP_REQUEST)
+        if answered:
+            self._send_request(known, message)
+        else:
+            server.consumer_available(HTTP_REQUEST).addCallback(self._send_request, message)
 
     # -- sending ---------------------------------------------------------------
 

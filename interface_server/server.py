@@ -344,15 +344,24 @@ class Server:
         Answers at once from the cached view when it can; waits for a refresh
         only when the view is unknown or says no but is old enough to refresh.
         """
+        answered, known = self.consumer_known(channel)
+        if answered:
+            return succeed(known)
+        return self.refresh_workers().addCallback(lambda _: self.workers.consumes(channel))
+
+    def consumer_known(self, channel: str) -> tuple[bool, bool | None]:
+        """``(True, consumer_available's answer)`` when the cached view gives it at
+        once (no Deferred: this is asked once per request), else ``(False, None)``:
+        wait for a refresh."""
         if not self.has_registry:
-            return succeed(None)
+            return True, None
         known = self.workers.consumes(channel)
         stale = self.workers.is_stale(self.now())
         if known is True or (known is False and not stale):
             if stale:
                 self.refresh_workers()
-            return succeed(known)
-        return self.refresh_workers().addCallback(lambda _: self.workers.consumes(channel))
+            return True, known
+        return False, None
 
     def refresh_workers(self, force: bool = False) -> Deferred[None]:
         """Reload the live-worker view (at most one load in flight; rate-limited
