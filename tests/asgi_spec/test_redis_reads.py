@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -126,3 +127,60 @@ def test_both_protocols_are_read_here_and_pushes_passed_over(redis_url: str,
         return await _aread(conn)
 
     assert run(redis_url, scenario, protocol=protocol) == 1
+
+
+# -- the blocking twin, _read -------------------------------------------------------
+
+def sync_conn(url: str, **kwargs: Any) -> Any:
+    conn = redis.ConnectionPool.from_url(url, **kwargs).make_connection()
+    conn.connect()
+    return conn
+
+
+def test_sync_replies_errors_pushes_and_pipelined_replies(redis_url: str) -> None:
+    """``_read`` gives what read_response gives: values, a ResponseError raised with
+    the connection kept, replies of one write one by one, a RESP3 push passed over."""
+    from asgi_spec.layers.redis.connections import _read
+
+    conn = sync_conn(redis_url, protocol=3)
+    try:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("read_response used")
+
+        conn.read_response = refuse
+        conn.send_packed_command(_pack("SET", "sb:read", "v"))
+        assert _read(conn) == b"OK"
+        conn.send_packed_command(_pack("INCR", "sb:read"))
+        with pytest.raises(ResponseError, match="not an integer"):
+            _read(conn)
+        conn.send_packed_command([_pack("CLIENT", "TRACKING", "ON")[0]
+                                  + _pack("GET", "sb:read")[0]
+                                  + _pack("ECHO", "x" * 100_000)[0]
+                                  + _pack("SET", "sb:read", "w")[0]  # then a push
+                                  + _pack("DEL", "sb:read")[0]])
+        assert [_read(conn) for _ in range(5)] == [b"OK", b"v", b"x" * 100_000, b"OK", 1]
+    finally:
+        conn.disconnect()
+
+
+def test_sync_closed_and_silent_connections(redis_url: str) -> None:
+    """A killed connection: ConnectionError; a server that never answers: TimeoutError
+    after socket_timeout; either way the connection is dropped."""
+    from asgi_spec.layers.redis.connections import _read
+
+    conn = sync_conn(redis_url)
+    conn.send_packed_command(_pack("CLIENT", "ID"))
+    own_id = _read(conn)
+    conn.send_packed_command(_pack("BLPOP", "sb:read:never", 5))
+    killer = redis.Redis.from_url(redis_url)
+    killer.client_kill_filter(_id=own_id)
+    killer.close()
+    with pytest.raises(RedisConnectionError):
+        _read(conn)
+    assert conn._sock is None
+
+    conn = sync_conn(redis_url, socket_timeout=0.2)
+    conn.send_packed_command(_pack("BLPOP", "sb:read:never", 2))
+    with pytest.raises(RedisTimeoutError, match="Timeout reading"):
+        _read(conn)
+    assert conn._sock is None

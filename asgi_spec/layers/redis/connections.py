@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -31,9 +32,9 @@ from asgi_spec.layers.redis.scripts import LIBRARY, Script
 
 try:
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-    from redis._parsers.hiredis import _AsyncHiredisParser
-except ImportError:  # pragma: no cover - another redis-py: _aread uses read_response
-    _NOT_ENOUGH_DATA, _AsyncHiredisParser = object(), None
+    from redis._parsers.hiredis import _AsyncHiredisParser, _HiredisParser
+except ImportError:  # pragma: no cover - another redis-py: _read uses read_response
+    _NOT_ENOUGH_DATA, _AsyncHiredisParser, _HiredisParser = object(), None, None
 try:
     from hiredis import PushNotification as _PUSH
 except ImportError:  # pragma: no cover - hiredis < 3.2 has no RESP3 push type
@@ -153,6 +154,45 @@ async def _aread(conn: Any) -> Any:
         raise
     if conn.health_check_interval:
         conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
+def _read(conn: Any) -> Any:
+    """``_aread`` for blocking connections: one reply as ``conn.read_response()``
+    gives it, read from hiredis's reader and the socket directly (redis-py formats
+    an error text for the host and walks two more layers on every reply). The
+    socket's own timeout bounds the wait; outcomes are redis-py's (see ``_aread``).
+    A connection without hiredis's parser takes ``read_response``.
+    """
+    parser = getattr(conn, "_parser", None)
+    if type(parser) is not _HiredisParser or parser._reader is None or parser._sock is None:
+        return conn.read_response()
+    reader, sock, buffer = parser._reader, parser._sock, parser._buffer
+    try:
+        reply = reader.gets()
+        while reply is _NOT_ENOUGH_DATA or isinstance(reply, _PUSH):
+            if reply is _NOT_ENOUGH_DATA:
+                size = sock.recv_into(buffer)
+                if not size:
+                    raise RedisConnectionError("Connection closed by server.")
+                reader.feed(buffer, 0, size)
+            reply = reader.gets()
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+    except TimeoutError as exc:  # socket.timeout is TimeoutError
+        conn.disconnect()
+        raise RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from exc
+    except OSError as exc:
+        conn.disconnect()
+        raise RedisConnectionError(f"Error while reading from {conn.host}:{conn.port}: "
+                                   f"{exc}") from exc
+    except BaseException:
+        conn.disconnect()
+        raise
+    if conn.health_check_interval:
+        conn.next_health_check = time.monotonic() + conn.health_check_interval
     if isinstance(reply, ResponseError):
         raise reply
     return reply

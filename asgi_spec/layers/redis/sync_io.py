@@ -26,6 +26,7 @@ from asgi_spec.layers.redis.connections import (
     Popped,
     _missing_script,
     _pack,
+    _read,
     _script_command,
     _seconds,
     _settle,
@@ -100,7 +101,7 @@ class _SyncIO:
         falls back to ``EVALSHA`` (then ``EVAL``), and the call is written again."""
         for attempt in range(1, SCRIPT_ATTEMPTS + 1):
             try:
-                return conn.read_response()
+                return _read(conn)
             except ResponseError as exc:
                 missing = _missing_script(shard, exc)
                 if missing is None or attempt == SCRIPT_ATTEMPTS:
@@ -116,7 +117,7 @@ class _SyncIO:
         no memory), the shard uses ``EVALSHA`` instead."""
         conn.send_packed_command(LOAD_LIBRARY)
         try:
-            conn.read_response()
+            _read(conn)
         except ResponseError:
             shard.functions = False
 
@@ -169,7 +170,7 @@ class _SyncIO:
                 replies: list[Any] = []
                 for _ in todo:
                     try:
-                        replies.append(conn.read_response())
+                        replies.append(_read(conn))
                     except ResponseError as exc:
                         replies.append(exc)
                 todo, missing = _settle(shard, todo, replies, results,
@@ -218,7 +219,7 @@ class _SyncIO:
             raise self._unavailable(shard, exc) from exc
         try:
             conn.send_packed_command(command)
-            return conn.read_response()
+            return _read(conn)
         except _NETWORK_ERRORS as exc:
             conn.disconnect()
             raise self._unavailable(shard, exc) from exc
@@ -274,13 +275,13 @@ class _SyncIO:
             conn = pool.get()
             conn.send_packed_command(conn.pack_commands(
                 [("CLIENT", "ID"), ("BLPOP", *self._blpop_keys(queues), _seconds(wait))]))
-            client_id = conn.read_response()
+            client_id = _read(conn)
             with race.cond:
                 race.client_ids[shard.index] = client_id
                 late = race.cancelled
             if late:
                 shard.client.client_unblock(client_id)
-            result = conn.read_response()
+            result = _read(conn)
         except _NETWORK_ERRORS as exc:
             if conn is not None:
                 conn.disconnect()
