@@ -77,6 +77,10 @@ def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
     return value
 
 
+#: ``_receive_queues``' answers by list of channel names (valid lists only), bounded.
+_RECEIVE_QUEUES: dict[tuple[str, ...], list[str]] = {}
+_RECEIVE_QUEUES_MEMORY = 256
+
 class BaseChannelLayer:
     """The synchronous ASGI 1.0 channel-layer API plus its extensions.
 
@@ -525,15 +529,23 @@ class BaseChannelLayer:
 
     @staticmethod
     def _receive_queues(channels: Iterable[str]) -> list[str]:
+        """The queues to receive from, checked; remembered per list of names (a worker
+        or a reply loop asks with the same list every time)."""
         if isinstance(channels, str):
             raise InvalidChannelName(
                 f"receive takes a list of channel names, not the str {channels!r}"
             )
-        queues = list(dict.fromkeys(names.validate_channel_name(c, receive=True)
-                                    for c in channels))
-        if not queues:
-            raise InvalidChannelName("receive needs at least one channel name")
-        return queues
+        key = tuple(channels)
+        queues = _RECEIVE_QUEUES.get(key)
+        if queues is None:
+            queues = list(dict.fromkeys(names.validate_channel_name(c, receive=True)
+                                        for c in key))
+            if not queues:
+                raise InvalidChannelName("receive needs at least one channel name")
+            if len(_RECEIVE_QUEUES) >= _RECEIVE_QUEUES_MEMORY:
+                _RECEIVE_QUEUES.clear()
+            _RECEIVE_QUEUES[key] = queues
+        return list(queues)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} expiry={self.expiry} capacity={self.capacity}>"

@@ -186,6 +186,7 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
         self._buffer: dict[str, deque[tuple[int, bytes]]] = {}
         self._buffer_lock = threading.Lock()
         self._swept: dict[tuple[str, ...], float] = {}  # shared queues -> last sweep
+        self._facts: dict[tuple[str, ...], Any] = {}  # queues -> _QueueFacts
         self._closed = False
 
     # -- construction ------------------------------------------------------

@@ -31,7 +31,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -81,6 +81,15 @@ def _next_retry(exc: LayerUnavailable, delay: float, remaining: float) -> float 
     return delay
 
 
+class _QueueFacts(NamedTuple):
+    """What the receive steps need to know of one list of queues (``_queue_facts``)."""
+
+    any_at_least_once: bool
+    all_process_specific: bool
+    keys: tuple[str, ...]  # the queues' list keys, in order
+    shared: tuple[str, ...]  # the shared (sweepable) queues, sorted
+
+
 class _NoMpop(Exception):
     """The server has no ``LMPOP``/``BLMPOP``: receive the Redis 6 way."""
 
@@ -90,6 +99,7 @@ class _Receiving:
     ``_AsyncIO``, whose methods the steps name): entry points, steps, decisions."""
 
     shards: list[_Shard]
+    _facts: dict[tuple[str, ...], _QueueFacts]
 
     # -- running steps -------------------------------------------------------
 
@@ -404,20 +414,35 @@ class _Receiving:
         receive, on one server."""
         if not self._mpop or not self._single or self._buffer:
             return None
-        if any(self.is_at_least_once(queue) for queue in queues):
+        facts = self._queue_facts(queues)
+        if facts.any_at_least_once or (timeout <= 0 and not facts.all_process_specific):
             return None
-        if timeout <= 0 and not all(names.is_process_specific(queue) for queue in queues):
-            return None
-        keys = [self._qkey(queue) for queue in queues]
+        keys = list(facts.keys)
         random.shuffle(keys)
         return keys
+
+    def _queue_facts(self, queues: list[str]) -> _QueueFacts:
+        """What ``_mpop_keys`` and ``_sweep_due`` need to know of ``queues``, worked
+        out once per list (a worker receives from the same list every time)."""
+        key = tuple(queues)
+        facts = self._facts.get(key)
+        if facts is None:
+            facts = _QueueFacts(
+                any_at_least_once=any(self.is_at_least_once(queue) for queue in queues),
+                all_process_specific=all(names.is_process_specific(q) for q in queues),
+                keys=tuple(self._qkey(queue) for queue in queues),
+                shared=tuple(sorted({q for q in queues if not names.is_process_specific(q)
+                                     and not names.is_single_reader(q)})))
+            if len(self._facts) >= SWEEP_MEMORY:
+                self._facts.clear()
+            self._facts[key] = facts
+        return facts
 
     def _sweep_due(self, queues: list[str], now: Clock) -> tuple[str, ...] | None:
         """The shared queues among ``queues`` if their receive-script sweep is due
         (never swept, or ``SWEEP_INTERVAL`` ago); ``None`` if not, or if there are none
         (process-specific and single-reader queues are never in flight)."""
-        shared = tuple(sorted({queue for queue in queues if not names.is_process_specific(queue)
-                                and not names.is_single_reader(queue)}))
+        shared = self._queue_facts(queues).shared
         if not shared:
             return None
         last = self._swept.get(shared)
