@@ -288,7 +288,8 @@ class _Conns:
             self.idle, self.made, self.pid = deque(), weakref.WeakSet(), os.getpid()
         conn = self._take()
         try:
-            conn.connect()
+            if getattr(conn, "_sock", None) is None:  # (connect() says so too, in 5 calls)
+                conn.connect()
             try:
                 stale = conn.can_read()  # unread data, or closed by the server (raises)
             except (*_NETWORK_ERRORS, OSError):
