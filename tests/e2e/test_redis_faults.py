@@ -164,7 +164,8 @@ def test_one_shard_down_serves_what_lives_on_the_other(
     whose channels all live on the surviving shard (``http.request`` and the reply queue
     of their server, placed by the layer's hash ring) are still served, every one; those
     of a server whose reply queue lived on the stopped shard get 503 with a body (or, for
-    the few in flight at the cut, 504) -- never a hang, an empty reply or a crash. The
+    the few sent before it noticed, 504 -- or their answer, when the shard is back before
+    their timeout) -- never a hang, an empty reply or a crash. The
     shard restarted (empty), everything is served again without restarting anything; the
     workers' tally shows no request handled twice."""
     url = ",".join(s.url for s in two_shards) + f"?prefix=e2e-shard-{uuid.uuid4().hex[:8]}:"
@@ -217,10 +218,11 @@ def test_one_shard_down_serves_what_lives_on_the_other(
         intact_during = Ledger(intact_clients, ledger.handled).between(down_at, up_at)
         cut_during = Ledger(cut_clients, ledger.handled).between(down_at, up_at)
         assert set(intact_during) == {"served"}, intact_during
-        assert set(cut_during) <= {"refused", "lost"}, cut_during
+        assert set(cut_during) <= {"refused", "lost", "served"}, cut_during
         # Only requests sent before the cut server noticed (its next sweep, plus one
-        # probe of its reply queue) can be lost: one or two per client.
-        assert cut_during["lost"] <= 2 * len(cut_clients), cut_during
+        # probe of its reply queue) can be lost -- or served, if the worker's retried
+        # reply gets through once the shard is back: one or two per client.
+        assert cut_during["lost"] + cut_during["served"] <= 2 * len(cut_clients), cut_during
         assert ledger.slowest() < HTTP_TIMEOUT + SWEEP + 0.5
         first_refusal = min(o.ended for c in cut_clients for o in c.outcomes
                             if o.kind == "refused")
