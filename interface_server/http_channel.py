@@ -18,6 +18,10 @@ pipelined requests served in order, chunked request bodies), with these changes:
   are decided by the server's sweep (``check_timeout``), not by a timer per
   connection; so is cutting a client that does not read what is written to
   it, and aborting a close that cannot flush (``_output.OutputWatch``);
+* a whole plain request head that arrives in one read (the common GET) is parsed
+  in one go by ``plain_head`` -- only when every check above would pass and there
+  is no body -- and then takes the same methods (Host, persistence, the request);
+  anything else goes line by line through Twisted's parser;
 * ``upgrade`` hands the transport to an Autobahn protocol, after which bytes
   flow straight to it; a TLS connection that negotiated ``h2`` by ALPN is
   handed the same way, on its first bytes, to ``http2.SwitchboardH2Connection``.
