@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from asgi_spec import codec, names
@@ -77,9 +78,15 @@ def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
     return value
 
 
-#: ``_receive_queues``' answers by list of channel names (valid lists only), bounded.
-_RECEIVE_QUEUES: dict[tuple[str, ...], list[str]] = {}
-_RECEIVE_QUEUES_MEMORY = 256
+@lru_cache(maxsize=256)
+def _checked_queues(channels: tuple[str, ...]) -> tuple[str, ...]:
+    """The distinct queues of ``channels``, each name checked (raises for a bad one);
+    remembered, since a worker or a reply loop asks with the same list every time."""
+    queues = tuple(dict.fromkeys(names.validate_channel_name(c, receive=True)
+                                 for c in channels))
+    if not queues:
+        raise InvalidChannelName("receive needs at least one channel name")
+    return queues
 
 class BaseChannelLayer:
     """The synchronous ASGI 1.0 channel-layer API plus its extensions.
@@ -529,23 +536,14 @@ class BaseChannelLayer:
 
     @staticmethod
     def _receive_queues(channels: Iterable[str]) -> list[str]:
-        """The queues to receive from, checked; remembered per list of names (a worker
-        or a reply loop asks with the same list every time)."""
         if isinstance(channels, str):
             raise InvalidChannelName(
                 f"receive takes a list of channel names, not the str {channels!r}"
             )
         key = tuple(channels)
-        queues = _RECEIVE_QUEUES.get(key)
-        if queues is None:
-            queues = list(dict.fromkeys(names.validate_channel_name(c, receive=True)
-                                        for c in key))
-            if not queues:
-                raise InvalidChannelName("receive needs at least one channel name")
-            if len(_RECEIVE_QUEUES) >= _RECEIVE_QUEUES_MEMORY:
-                _RECEIVE_QUEUES.clear()
-            _RECEIVE_QUEUES[key] = queues
-        return list(queues)
+        if not all(type(c) is str for c in key):  # unhashable or not a name: unremembered
+            return list(_checked_queues.__wrapped__(key))
+        return list(_checked_queues(key))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} expiry={self.expiry} capacity={self.capacity}>"

@@ -111,6 +111,40 @@ async def _asend(conn: Any, command: list[bytes]) -> None:
         raise
 
 
+def _parsed(reader: Any) -> Any:
+    """The next whole reply in hiredis's ``reader``, RESP3 pushes passed over (as
+    redis-py's default handler does; the layer's connections neither subscribe nor
+    track keys, so none comes), or ``_NOT_ENOUGH_DATA``. A connection error reply
+    raises."""
+    reply = reader.gets()
+    while isinstance(reply, _PUSH):
+        reply = reader.gets()
+    if isinstance(reply, RedisConnectionError):
+        raise reply
+    return reply
+
+
+def _read_error(conn: Any, exc: BaseException) -> BaseException:
+    """What a failed read raises, as redis-py would: its ``TimeoutError`` or
+    ``ConnectionError`` for a timeout or an OS error, else ``exc`` itself."""
+    if isinstance(exc, TimeoutError):  # socket.timeout too
+        return RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}")
+    if isinstance(exc, OSError):
+        return RedisConnectionError(f"Error while reading from {conn.host}:{conn.port}: "
+                                    f"{exc}")
+    return exc
+
+
+def _delivered(conn: Any, reply: Any, now: float) -> Any:
+    """``reply`` as ``read_response`` returns it: an error reply raised (the connection
+    stays usable), the health-check clock moved on."""
+    if conn.health_check_interval:
+        conn.next_health_check = now + conn.health_check_interval
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
 async def _aread(conn: Any) -> Any:
     """One reply on an asyncio connection, as ``conn.read_response()`` gives it, but
     without its layers.
@@ -121,81 +155,52 @@ async def _aread(conn: Any) -> Any:
     wait for bytes, bounded by the socket timeout. Outcomes as redis-py's: a reply
     error raises its ``ResponseError`` (the connection stays usable); a connection
     error reply, a timeout, the server closing or an OS error drops the connection
-    and raises ``ConnectionError``/``TimeoutError``. A RESP3 push is passed over, as
-    redis-py's default handler does (the layer's connections neither subscribe nor
-    track keys, so none comes). A connection without hiredis's parser takes
-    ``read_response``.
+    and raises ``ConnectionError``/``TimeoutError``. A connection without hiredis's
+    parser takes ``read_response``.
     """
     parser = getattr(conn, "_parser", None)
     if type(parser) is not _AsyncHiredisParser or not parser._connected:
         return await conn.read_response()
     reader = parser._reader
     try:
-        reply = reader.gets()
-        while reply is _NOT_ENOUGH_DATA or isinstance(reply, _PUSH):
-            if reply is _NOT_ENOUGH_DATA:
-                async with asyncio.timeout(conn.socket_timeout or None):
-                    data = await parser._stream.read(parser._read_size)
-                if not data:
-                    raise RedisConnectionError("Connection closed by server.")
-                reader.feed(data)
-            reply = reader.gets()
-        if isinstance(reply, RedisConnectionError):
-            raise reply
-    except TimeoutError as exc:
+        while (reply := _parsed(reader)) is _NOT_ENOUGH_DATA:
+            async with asyncio.timeout(conn.socket_timeout or None):
+                data = await parser._stream.read(parser._read_size)
+            if not data:
+                raise RedisConnectionError("Connection closed by server.")
+            reader.feed(data)
+    except BaseException as exc:  # a cancel too: a reply may still come
         await conn.disconnect(nowait=True)
-        raise RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from exc
-    except OSError as exc:
-        await conn.disconnect(nowait=True)
-        raise RedisConnectionError(f"Error while reading from {conn.host}:{conn.port}: "
-                                   f"{exc}") from exc
-    except BaseException:  # a connection error, a protocol error, a cancel
-        await conn.disconnect(nowait=True)
-        raise
-    if conn.health_check_interval:
-        conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
-    if isinstance(reply, ResponseError):
-        raise reply
-    return reply
+        error = _read_error(conn, exc)
+        if error is exc:
+            raise
+        raise error from exc
+    return _delivered(conn, reply, asyncio.get_running_loop().time())
 
 
 def _read(conn: Any) -> Any:
-    """``_aread`` for blocking connections: one reply as ``conn.read_response()``
-    gives it, read from hiredis's reader and the socket directly (redis-py formats
-    an error text for the host and walks two more layers on every reply). The
-    socket's own timeout bounds the wait; outcomes are redis-py's (see ``_aread``).
-    A connection without hiredis's parser takes ``read_response``.
+    """``_aread`` for blocking connections: one reply read from hiredis's reader and
+    the socket directly (redis-py formats an error text for the host and walks two
+    more layers on every reply), bounded by the socket's own timeout; the same
+    outcomes. A connection without hiredis's parser takes ``read_response``.
     """
     parser = getattr(conn, "_parser", None)
     if type(parser) is not _HiredisParser or parser._reader is None or parser._sock is None:
         return conn.read_response()
     reader, sock, buffer = parser._reader, parser._sock, parser._buffer
     try:
-        reply = reader.gets()
-        while reply is _NOT_ENOUGH_DATA or isinstance(reply, _PUSH):
-            if reply is _NOT_ENOUGH_DATA:
-                size = sock.recv_into(buffer)
-                if not size:
-                    raise RedisConnectionError("Connection closed by server.")
-                reader.feed(buffer, 0, size)
-            reply = reader.gets()
-        if isinstance(reply, RedisConnectionError):
-            raise reply
-    except TimeoutError as exc:  # socket.timeout is TimeoutError
+        while (reply := _parsed(reader)) is _NOT_ENOUGH_DATA:
+            size = sock.recv_into(buffer)
+            if not size:
+                raise RedisConnectionError("Connection closed by server.")
+            reader.feed(buffer, 0, size)
+    except BaseException as exc:
         conn.disconnect()
-        raise RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from exc
-    except OSError as exc:
-        conn.disconnect()
-        raise RedisConnectionError(f"Error while reading from {conn.host}:{conn.port}: "
-                                   f"{exc}") from exc
-    except BaseException:
-        conn.disconnect()
-        raise
-    if conn.health_check_interval:
-        conn.next_health_check = time.monotonic() + conn.health_check_interval
-    if isinstance(reply, ResponseError):
-        raise reply
-    return reply
+        error = _read_error(conn, exc)
+        if error is exc:
+            raise
+        raise error from exc
+    return _delivered(conn, reply, time.monotonic())
 
 
 def _script_command(shard: _Shard, script: Script, args: list[Any], *,

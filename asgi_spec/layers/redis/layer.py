@@ -68,6 +68,7 @@ import struct
 import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -105,7 +106,13 @@ from asgi_spec.layers.redis.connections import (  # noqa: F401
     _seconds,
     _Shard,
 )
-from asgi_spec.layers.redis.receiving import Steps, _next_retry, _NoMpop, _Receiving  # noqa: F401
+from asgi_spec.layers.redis.receiving import (  # noqa: F401
+    SWEEP_MEMORY,
+    Steps,
+    _next_retry,
+    _NoMpop,
+    _Receiving,
+)
 from asgi_spec.layers.redis.ring import HashRing
 from asgi_spec.layers.redis.scripts import (
     SCRIPTS,
@@ -186,7 +193,7 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
         self._buffer: dict[str, deque[tuple[int, bytes]]] = {}
         self._buffer_lock = threading.Lock()
         self._swept: dict[tuple[str, ...], float] = {}  # shared queues -> last sweep
-        self._facts: dict[tuple[str, ...], Any] = {}  # queues -> _QueueFacts
+        self._facts_of = lru_cache(maxsize=SWEEP_MEMORY)(self._work_out_facts)
         self._closed = False
 
     # -- construction ------------------------------------------------------

@@ -57,7 +57,7 @@ T = TypeVar("T")
 #: timed-out in-flight messages of other processes) before its ``BLMPOP`` when the
 #: last such sweep of the same queues is at least this old, in seconds.
 SWEEP_INTERVAL = 1.0
-#: Queue sets whose last sweep is remembered, at most (then the memory starts over).
+#: Queue sets whose last sweep (or whose facts) are remembered, at most.
 SWEEP_MEMORY = 256
 #: One step: the name of a blocking I/O method of the layer (``_call``, ``_blpop``,
 #: ``_sleep`` ...) and its arguments. The method's reply comes back at the ``yield``,
@@ -99,7 +99,7 @@ class _Receiving:
     ``_AsyncIO``, whose methods the steps name): entry points, steps, decisions."""
 
     shards: list[_Shard]
-    _facts: dict[tuple[str, ...], _QueueFacts]
+    _facts_of: Callable[[tuple[str, ...]], _QueueFacts]  # _work_out_facts, remembered
 
     # -- running steps -------------------------------------------------------
 
@@ -424,19 +424,15 @@ class _Receiving:
     def _queue_facts(self, queues: list[str]) -> _QueueFacts:
         """What ``_mpop_keys`` and ``_sweep_due`` need to know of ``queues``, worked
         out once per list (a worker receives from the same list every time)."""
-        key = tuple(queues)
-        facts = self._facts.get(key)
-        if facts is None:
-            facts = _QueueFacts(
-                any_at_least_once=any(self.is_at_least_once(queue) for queue in queues),
-                all_process_specific=all(names.is_process_specific(q) for q in queues),
-                keys=tuple(self._qkey(queue) for queue in queues),
-                shared=tuple(sorted({q for q in queues if not names.is_process_specific(q)
-                                     and not names.is_single_reader(q)})))
-            if len(self._facts) >= SWEEP_MEMORY:
-                self._facts.clear()
-            self._facts[key] = facts
-        return facts
+        return self._facts_of(tuple(queues))
+
+    def _work_out_facts(self, queues: tuple[str, ...]) -> _QueueFacts:
+        return _QueueFacts(
+            any_at_least_once=any(self.is_at_least_once(queue) for queue in queues),
+            all_process_specific=all(names.is_process_specific(q) for q in queues),
+            keys=tuple(self._qkey(queue) for queue in queues),
+            shared=tuple(sorted({q for q in queues if not names.is_process_specific(q)
+                                 and not names.is_single_reader(q)})))
 
     def _sweep_due(self, queues: list[str], now: Clock) -> tuple[str, ...] | None:
         """The shared queues among ``queues`` if their receive-script sweep is due
