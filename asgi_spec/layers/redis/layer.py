@@ -134,7 +134,7 @@ log = logging.getLogger("asgi_spec.layers.redis")
 TTL_MARGIN = 60
 #: Life (s) of a normal channel's counters after their last change.
 STATS_TTL = 86400
-#: Messages per ``send_many`` script call; a bigger batch is several calls, pipelined
+#: Messages per send script call; a bigger batch is several calls, pipelined
 #: (bounded, so that one call never holds Redis for long).
 SEND_MANY_CHUNK = 128
 
@@ -353,17 +353,17 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
 
     def _send_args(self, channel: str, queue: str, body: bytes, expires_at: float,
                    capacity: int) -> list[Any]:
-        """The send script's arguments."""
+        """The send script's arguments for one message."""
         return [*self._args(), *self._send_tail(channel, queue, body, expires_at, capacity)]
 
     def _send_tail(self, channel: str, queue: str, body: bytes, expires_at: float,
                    capacity: int) -> tuple[Any, ...]:
-        """One message's arguments to the send scripts (after the common head)."""
+        """One message's arguments to the send script (after the common head)."""
         envelope = make_envelope(expires_at, channel, self._encrypt(body))
         return queue, envelope, capacity, "1" if self.is_at_least_once(queue) else "0"
 
     def _sent(self, channel: str, capacity: int, reply: list[Any]) -> None:
-        if not reply[0]:
+        if not reply[0][0]:
             raise _full(channel, capacity)
 
     def _send(self, channel: str, queue: str, body: bytes, expires_at: float,
@@ -388,13 +388,13 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
 
     def _send_many(self, sends: list[tuple[str, str, bytes, float, int]],
                    ) -> list[ChannelLayerError | None]:
-        """The sends of each server in ``send_many`` scripts on one connection, in one
+        """The sends of each server in send script calls on one connection, in one
         write: one round trip per server, each channel's messages in the order given."""
         self._check_open()
         outcomes: list[ChannelLayerError | None] = [None] * len(sends)
         for shard, indexes, calls in self._sends_by_shard(sends):
             try:
-                replies = self._pipeline(shard, SCRIPTS["send_many"], calls)
+                replies = self._pipeline(shard, SCRIPTS["send"], calls)
             except LayerUnavailable as exc:
                 for i in indexes:
                     outcomes[i] = exc
@@ -411,7 +411,7 @@ class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
         outcomes: list[ChannelLayerError | None] = [None] * len(sends)
         for shard, indexes, calls in self._sends_by_shard(sends):
             try:
-                replies = await self._apipeline(shard, SCRIPTS["send_many"], calls)
+                replies = await self._apipeline(shard, SCRIPTS["send"], calls)
             except LayerUnavailable as exc:
                 for i in indexes:
                     outcomes[i] = exc

@@ -380,42 +380,15 @@ local function members_of(group, cutoff, expire_members)
 end
 """
 
-# ARGV[5] queue, [6] envelope, [7] capacity, [8] '1' if at-least-once (ring)
-# -> {1 sent | 0 full, evicted}
-SEND = r"""
-local queue = ARGV[5]
-local key = P .. 'q:' .. queue
-local capacity = tonumber(ARGV[7])
--- held() read first: with room to spare and nothing in flight, dropping an expired
--- head could not change the outcome, so the head is left to the next look that needs
--- it (a receive, a group send, a send that finds the queue full)
-local pending = redis.call('LLEN', key)
-local flying = 0
-if normal(queue) then flying = redis.call('ZCARD', P .. 'f:' .. queue) end
-if flying > 0 or pending >= capacity then
-  local head = nil
-  if pending == 0 then head = false end
-  local _, dropped, moved = expire(queue, flying == 0, head)
-  local holding = pending - dropped + flying
-  if moved then holding = held(queue) end  -- items came back from flight: count again
-  if holding >= capacity then
-    count(queue, 'channel_full_count', 1)
-    return {0, evicted}
-  end
-end
-local qlen = redis.call('RPUSH', key, ARGV[6])
-redis.call('PEXPIRE', key, LIST_TTL)
-count(queue, 'messages_count', 1)
-if ARGV[8] == '1' or rings(queue) then sync_bells(queue, true, qlen) end
-return {1, evicted}
-"""
-
-# Many sends in one call: what SEND does for each message, in order, with the work
-# shared per queue -- one length read, one look at the head when it matters, one
-# RPUSH, one PEXPIRE and one counter update per queue.
+# Sends, one message or many in one call, in order. A queue's head is looked at only
+# when that could change the answer (the queue is at capacity, or holds items in
+# flight): with room to spare an expired head is left to the next look that needs it
+# (a receive, a group send, a send that finds the queue full). The work is shared per
+# queue: one length read, at most one look at the head, one RPUSH, one PEXPIRE and
+# one counter update.
 # ARGV[5...] quadruples: queue, envelope, capacity, '1' if at-least-once (ring)
 # -> {{1 sent | 0 full, per message}, evicted}
-SEND_MANY = r"""
+SEND = r"""
 local queues, order, outcomes = {}, {}, {}
 for i = 5, #ARGV, 4 do
   local queue, capacity = ARGV[i], tonumber(ARGV[i + 2])
@@ -429,8 +402,6 @@ for i = 5, #ARGV, 4 do
     queues[queue] = entry
     order[#order + 1] = queue
   end
-  -- as SEND: the head is looked at (once per call) only when that could change
-  -- the answer: the queue is at capacity, or holds items in flight
   if not entry.looked and (entry.flying > 0 or entry.held >= capacity) then
     entry.looked = true
     local head = nil
@@ -729,7 +700,6 @@ return live
 
 _BODIES = {
     "send": SEND,
-    "send_many": SEND_MANY,
     "receive": RECEIVE,
     "receive_many": RECEIVE_MANY,
     "ack": ACK,
