@@ -117,7 +117,8 @@ _DISCONNECT_CODES = range(1000, 5000)  # received codes include 1005/1006
 
 # RFC 7230 token characters (method names, header names).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: An HTTP token (RFC 9110 5.6.2) in bytes: a method, a header name.
+HTTP_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _MISSING: Any = object()
 
@@ -240,7 +241,7 @@ def _headers(kind: str, message: Mapping[Any, Any], *, lower_case: bool, require
             raise MessageFormatError(
                 kind, "headers", f"entry {index} name and value must be bytes, {_got(pair)}"
             )
-        if not _TOKEN_BYTES.fullmatch(name):
+        if not HTTP_TOKEN.fullmatch(name):
             raise MessageFormatError(
                 kind, "headers", f"entry {index} name must be a non-empty HTTP token "
                 f"(no CR, LF, NUL, space or ':'), {_got(name)}"
@@ -329,7 +330,7 @@ def _plain_response(m: object) -> bool:
             return False
         name, value = pair
         if (type(name) is not bytes or type(value) is not bytes
-                or not _TOKEN_BYTES.fullmatch(name)
+                or not HTTP_TOKEN.fullmatch(name)
                 or b"\r" in value or b"\n" in value or b"\0" in value):
             return False
     return True

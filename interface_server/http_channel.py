@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from zope.interface import implementer
 
+from asgi_spec.formats import HTTP_TOKEN
 from interface_server import _direct_write as direct_write
 from interface_server._http import render_error
 from interface_server._output import OutputWatch
@@ -57,8 +58,7 @@ _REQUEST_START = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?: |\r?\Z)")
 _HTTP_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 #: RFC 3986 host (reg-name or IP literal) with an optional port.
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
-#: What ``plain_head`` takes: a token (method, header name) and a printable target.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What ``plain_head`` takes as a request target: printable ASCII, no space.
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 #: Header names that make a request more than a plain head (a body, an expectation).
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"expect"})
@@ -92,13 +92,13 @@ def plain_head(data: bytes, *, max_request_line: int, max_header_size: int,
     if len(request_line) > max_request_line or len(parts) != 3:
         return None
     method, target, version = parts
-    if ((version != b"HTTP/1.1" and version != b"HTTP/1.0") or not _TOKEN.fullmatch(method)
+    if ((version != b"HTTP/1.1" and version != b"HTTP/1.0") or not HTTP_TOKEN.fullmatch(method)
             or not _TARGET.fullmatch(target)):
         return None
     headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name) or name.lower() in _BODY_HEADERS:
+        if not colon or not HTTP_TOKEN.fullmatch(name) or name.lower() in _BODY_HEADERS:
             return None
         headers.append((name, value.strip(b" \t")))
     return method, target, version, headers
@@ -193,7 +193,7 @@ class SwitchboardChannel(http.HTTPChannel):
         parsing (Host, persistence, the request itself). ``False``: nothing was done.
         """
         if (not _PLAIN_HEADS or self._buffer or self._busyReceiving or self.paused
-                or self.requests or not self.persistent or self.rejected
+                or self.requests or not self.persistent
                 or self._HTTPChannel__first_line != 1 or self._HTTPChannel__header):
             return False
         config = self.server.config
@@ -213,14 +213,10 @@ class SwitchboardChannel(http.HTTPChannel):
         for name, value in headers:
             add(name, value)
         request.raw_headers.extend(headers)
-        self._receivedHeaderCount = len(headers)
         self._in_headers = False
         self.head_started_at = None
         self.allHeadersReceived()
-        if self.length == 0:  # (always: no Content-Length or Transfer-Encoding here)
-            self.allContentReceived()
-        else:
-            self.setRawMode()
+        self.allContentReceived()  # no Content-Length or Transfer-Encoding: no body
         return True
 
     def _check_partial_line(self) -> None:
