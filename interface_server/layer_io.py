@@ -12,6 +12,16 @@ calls a ``LayerIO``:
   is in flight new sends queue up and form the next batch. Batches go out one
   at a time and in order, so messages reach the layer in the order they were
   given -- two ``websocket.receive`` of one socket never overtake each other.
+  Receives are re-armed late: after a receive that emptied the reply queue
+  (fewer than ``REPLY_BATCH`` replies), the next one waits until the next send
+  batch has been written, or ``REARM_DELAY`` at most. On a request/reply the
+  next send comes soon, so the receive's own write to the layer happens while
+  the server waits for the worker, not while the client's next message waits
+  for the server (on Redis, one write and its Python off each unloaded round
+  trip's critical path).
+  A reply that arrives in that window waits for the re-arm: ``REARM_DELAY``
+  bounds the extra latency of replies nobody asked for lately (pushes); a
+  full batch, an empty one (timed out) or a failed one re-arms at once.
 * ``ImmediateLayerIO`` (tests) calls the synchronous API at once and returns
   already-fired Deferreds, so a protocol test runs start to finish inside
   ``dataReceived`` with no event loop and no threads. Its sends, being
@@ -35,6 +45,9 @@ from asgi_spec.base import BaseChannelLayer
 REPLY_BATCH = 256
 #: Messages sent to the layer per round trip, at most.
 SEND_BATCH = 256
+#: After a receive that emptied the reply queue, the next waits for the next send
+#: batch to be written, this long at most (s): see the module's docstring.
+REARM_DELAY = 0.001
 
 T = TypeVar("T")
 Received = tuple[str, dict[str, Any]] | tuple[None, None]
@@ -56,8 +69,10 @@ class LayerIO(Protocol):
 class AsyncioLayerIO:
     """The layer's async face bridged to Deferreds (needs the asyncio reactor)."""
 
-    def __init__(self, layer: BaseChannelLayer) -> None:
+    def __init__(self, layer: BaseChannelLayer, rearm_delay: float = REARM_DELAY) -> None:
         self.layer = layer
+        self.rearm_delay = rearm_delay
+        self._rearm: asyncio.Future[None] | None = None  # while a receive waits to re-arm
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-sync")
         self._queued: list[tuple[str, dict[str, Any], Deferred[None]]] = []
         self._sender: asyncio.Task[None] | None = None  # while sends are queued or in flight
@@ -81,6 +96,9 @@ class AsyncioLayerIO:
                 batch = self._queued[:SEND_BATCH]
                 del self._queued[:SEND_BATCH]
                 items = [(channel, message) for channel, message, _ in batch]
+                if self._rearm is not None and not self._rearm.done():
+                    # the receive's turn comes after this task's write below
+                    self._rearm.set_result(None)
                 try:
                     outcomes: list[Any] = await self.layer.send_many_async(items)
                 except asyncio.CancelledError as exc:  # shutting down: nothing more goes out
@@ -110,25 +128,45 @@ class AsyncioLayerIO:
             self._receiver = asyncio.get_event_loop().create_task(self._receive_asked())
         return received
 
+    async def _send_or_delay(self) -> None:
+        """Return once the next send batch is written (at once if one is in flight,
+        written already), or after ``rearm_delay``."""
+        if self._sender is not None and not self._queued:
+            return
+        loop = asyncio.get_running_loop()
+        self._rearm = rearm = loop.create_future()
+        timer = loop.call_later(self.rearm_delay, _resolve, rearm)
+        try:
+            await rearm
+        finally:
+            timer.cancel()
+            self._rearm = None
+
     def _cancel_receive(self, _: Deferred[Any]) -> None:
         if self._receiver is not None:
             self._receiver.cancel()
 
     async def _receive_asked(self) -> None:
-        """Run the receives asked for, one after the other, while they keep coming."""
+        """Run the receives asked for, one after the other, while they keep coming;
+        after one that emptied the queue, the next is re-armed late (``_send_or_delay``)."""
+        rearm_late = False
         try:
             while self._next_receive is not None:
                 channels, timeout, received = self._next_receive
                 self._next_receive = None
                 try:
+                    if rearm_late:
+                        await self._send_or_delay()
                     got = await self.layer.receive_batch_async(channels, REPLY_BATCH,
                                                                timeout=timeout)
                 except BaseException as exc:  # a cancel too: the Deferred hears of it
+                    rearm_late = False
                     if not received.called:
                         received.errback(Failure(exc))
                     if not isinstance(exc, Exception):
                         raise
                     continue
+                rearm_late = 0 < len(got) < REPLY_BATCH
                 received.callback(got)
         finally:
             self._receiver = None
@@ -142,6 +180,11 @@ class AsyncioLayerIO:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class ImmediateLayerIO:

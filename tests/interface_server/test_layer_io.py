@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from asgi_spec.exceptions import ChannelFull
 from asgi_spec.layers.memory import MemoryChannelLayer
-from interface_server.layer_io import AsyncioLayerIO, ImmediateLayerIO
+from interface_server.layer_io import REPLY_BATCH, AsyncioLayerIO, ImmediateLayerIO
 
 
 def result_of(d: Deferred[Any]) -> Any:
@@ -237,3 +237,151 @@ def test_asyncio_send_outcomes_reach_their_own_senders() -> None:
     assert mixed[0] is None and isinstance(mixed[1], ChannelFull) and mixed[2] is None
     assert [str(exc) for exc in broken] == ["the layer broke"] * 2
     assert after is None
+
+
+class RecordingLayer(MemoryChannelLayer):
+    """A memory layer that logs, in order, each send batch and each receive it is asked
+    for, with the loop's time."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.log: list[tuple[str, float]] = []
+
+    async def send_many_async(self, items: Any) -> list[Any]:
+        self.log.append(("send", asyncio.get_running_loop().time()))
+        return await super().send_many_async(items)
+
+    async def receive_batch_async(self, channels: Any, max_messages: int,
+                                  timeout: float | None = None) -> list[Any]:
+        self.log.append(("receive", asyncio.get_running_loop().time()))
+        return await super().receive_batch_async(channels, max_messages, timeout=timeout)
+
+
+def run_reply_loop(io: AsyncioLayerIO, bursts: int, feed: Any) -> list[Any]:
+    """Drive ``io`` as the server's reply loop does (the next receive asked from the
+    callback of the last) for ``bursts`` bursts; ``feed(n)`` (a coroutine) puts
+    burst ``n`` in the layer. Returns what each burst got."""
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        got: list[Any] = []
+        done = loop.create_future()
+
+        def on_burst(burst: Any) -> None:
+            got.append(burst)
+            if len(got) < bursts:
+                io.receive_batch(["srv!"], timeout=5.0).addCallback(on_burst)
+            elif not done.done():
+                done.set_result(None)
+
+        io.receive_batch(["srv!"], timeout=5.0).addCallback(on_burst)
+        for n in range(bursts):
+            await feed(n)
+        await asyncio.wait_for(done, 10)
+        io.close()
+        return got
+
+    return asyncio.run(scenario())
+
+
+def test_asyncio_receive_after_a_partial_burst_waits_for_the_next_send() -> None:
+    """After a receive that emptied the queue, the next one reaches the layer only
+    after the next send batch did (its own write then costs the request nothing)."""
+    layer = RecordingLayer()
+    io = AsyncioLayerIO(layer, rearm_delay=30.0)  # only a send can re-arm in time
+
+    async def feed(n: int) -> None:
+        if n:
+            await asyncio.sleep(0.05)  # the re-arm waits all this while
+            await io.send("worker", {"n": n}).asFuture(asyncio.get_running_loop())
+        await layer.send_async("srv!a", {"n": n})
+
+    got = run_reply_loop(io, 3, feed)
+    assert [burst[0][1]["n"] for burst in got] == [0, 1, 2]
+    kinds = [kind for kind, _ in layer.log]
+    # receive (burst 0) -> send 1 -> receive (burst 1) -> send 2 -> receive (burst 2)
+    assert kinds == ["receive", "send", "receive", "send", "receive"]
+
+
+def test_asyncio_receive_with_no_send_rearms_after_the_delay() -> None:
+    """With no send, the next receive goes out ``rearm_delay`` after the last burst,
+    not before (and not never)."""
+    layer = RecordingLayer()
+    io = AsyncioLayerIO(layer, rearm_delay=0.2)
+
+    async def feed(n: int) -> None:
+        if n:
+            await asyncio.sleep(0.05)  # burst 0 is in; the next waits to re-arm
+        await layer.send_async("srv!a", {"n": n})
+
+    got = run_reply_loop(io, 2, feed)
+    assert [burst[0][1]["n"] for burst in got] == [0, 1]
+    (_, first), (_, second) = [entry for entry in layer.log if entry[0] == "receive"]
+    assert second - first >= 0.2
+
+
+def test_asyncio_full_or_empty_bursts_rearm_at_once() -> None:
+    """A full burst (more may wait) and an empty one (the wait timed out) are followed
+    by the next receive at once, however long the re-arm delay."""
+
+    async def scenario() -> tuple[list[int], float]:
+        loop = asyncio.get_running_loop()
+        layer = RecordingLayer()
+        io = AsyncioLayerIO(layer, rearm_delay=30.0)
+        sizes: list[int] = []
+        done = loop.create_future()
+
+        def on_burst(burst: Any) -> None:
+            sizes.append(len(burst))
+            if len(sizes) == 3:
+                done.set_result(None)
+            else:  # after the full burst, then after the empty (timed-out) one
+                io.receive_batch(["srv!"], 0.05).addCallback(on_burst)
+
+        for n in range(REPLY_BATCH):
+            await layer.send_async("srv!a", {"n": n})
+        started = loop.time()
+        io.receive_batch(["srv!"], 0.05).addCallback(on_burst)
+        while len(sizes) < 2:
+            await asyncio.sleep(0.01)
+        await layer.send_async("srv!a", {"n": "last"})
+        await asyncio.wait_for(done, 10)
+        io.close()
+        return sizes, loop.time() - started
+
+    sizes, took = asyncio.run(scenario())
+    assert sizes == [REPLY_BATCH, 0, 1]
+    assert took < 5
+
+
+def test_asyncio_receive_waiting_to_rearm_can_be_cancelled() -> None:
+    """Cancelling a receive that waits to be re-armed fails its Deferred and leaves no
+    task or timer behind."""
+
+    async def scenario() -> tuple[bool, list[Any]]:
+        layer = RecordingLayer()
+        io = AsyncioLayerIO(layer, rearm_delay=30.0)
+        loop = asyncio.get_running_loop()
+        await layer.send_async("srv!a", {"n": 1})
+        second: list[Deferred[Any]] = []
+
+        def on_burst(burst: Any) -> None:
+            second.append(io.receive_batch(["srv!"], timeout=5.0))
+
+        io.receive_batch(["srv!"], timeout=5.0).addCallback(on_burst)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        [waiting] = second
+        failures: list[Any] = []
+        waiting.addErrback(failures.append)
+        waiting.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        timers = [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
+        io.close()
+        return bool(failures) and not left and not timers, layer.log
+
+    clean, log = asyncio.run(scenario())
+    assert clean
+    assert [kind for kind, _ in log] == ["receive"]
