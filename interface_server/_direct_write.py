@@ -68,7 +68,7 @@ def held_bytes(transport: Any) -> int:
     """Bytes held for ``transport`` by the current ``corked`` block."""
     if _held is None:
         return 0
-    return sum(len(chunk) for chunk in _held.get(transport, ()))
+    return sum(map(len, _held.get(transport, ())))
 
 
 class DirectWrites:

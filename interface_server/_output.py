@@ -66,7 +66,7 @@ class OutputWatch:
 
     def cut_on_write(self, transport: Any) -> bool:
         """``True`` when the output just written leaves far too much unsent."""
-        return over_output_limit(transport, HARD_FACTOR * self.limit)
+        return pending_output(transport) > HARD_FACTOR * self.limit
 
     def cut_on_sweep(self, transport: Any) -> bool:
         """``True`` when the output stayed over the limit since the previous sweep."""

@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from asgi_spec.layers.redis.connections import _aread, _asend, _pack
+from asgi_spec.layers.redis.connections import _aread, _asend, _astale, _pack
 
 
 def run(url: str, scenario: Any, **kwargs: Any) -> Any:
@@ -184,3 +184,39 @@ def test_sync_closed_and_silent_connections(redis_url: str) -> None:
     with pytest.raises(RedisTimeoutError, match="Timeout reading"):
         _read(conn)
     assert conn._sock is None
+
+
+async def redis_py_says_stale(conn: Any) -> bool:
+    """``can_read`` as the pool's staleness check reads it (an error means stale)."""
+    try:
+        return bool(await conn.can_read())
+    except (RedisConnectionError, OSError):
+        return True
+
+
+def test_stale_check_agrees_with_can_read(redis_url: str) -> None:
+    """``_astale`` says what redis-py's ``can_read`` says of a pooled connection: fit
+    to reuse when idle and clean; not when a reply is left unread (in the stream or
+    already in hiredis's reader) or when the server closed it."""
+    async def scenario(conn: Any) -> list[tuple[bool | None, bool]]:
+        seen = [(_astale(conn), await redis_py_says_stale(conn))]  # clean
+        await _asend(conn, _pack("PING"))
+        await asyncio.sleep(0.05)  # the reply waits in the stream, unread
+        seen.append((_astale(conn), await redis_py_says_stale(conn)))
+        assert await _aread(conn) == b"PONG"
+        seen.append((_astale(conn), await redis_py_says_stale(conn)))  # clean again
+        await _asend(conn, [_pack("PING")[0] * 2])
+        assert await _aread(conn) == b"PONG"  # the second PONG may sit in the reader
+        seen.append((_astale(conn), await redis_py_says_stale(conn)))
+        assert await _aread(conn) == b"PONG"
+        await _asend(conn, _pack("CLIENT", "ID"))
+        own_id = await _aread(conn)
+        killer = redis.asyncio.Redis.from_url(redis_url)
+        await killer.client_kill_filter(_id=own_id)
+        await killer.aclose()
+        await asyncio.sleep(0.05)
+        seen.append((_astale(conn), await redis_py_says_stale(conn)))  # closed
+        return seen
+
+    assert run(redis_url, scenario) == [(False, False), (True, True), (False, False),
+                                        (True, True), (True, True)]

@@ -18,6 +18,7 @@ from interface_server._websocket import (
     OrderCounter,
     Reject,
     Send,
+    _interpret,
     choose_subprotocol,
     connect_message,
     disconnect_message,
@@ -158,3 +159,32 @@ def test_receive_text_round_trip(text: str) -> None:
 def test_origin_patterns(allowed: list[str], patterns: list[str]) -> None:
     """Origin patterns without a port match any port (Autobahn always compares one)."""
     assert origin_patterns(allowed) == patterns
+
+
+REPLY_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2, max_value=5000), st.text(max_size=8),
+    st.binary(max_size=8), st.lists(st.integers(), max_size=2),
+)
+REPLIES = st.one_of(
+    st.dictionaries(st.sampled_from(["text", "bytes", "close", "accept", "subprotocol",
+                                     "order", 1]), REPLY_VALUES, max_size=3),
+    st.builds(lambda text: {"text": text}, st.text(max_size=16)),
+    st.builds(lambda data: {"bytes": data}, st.binary(max_size=16)),
+    REPLY_VALUES,
+)
+
+
+def outcome(fn: object, message: object, handshaking: bool) -> object:
+    try:
+        return fn(message, handshaking=handshaking)  # type: ignore[operator]
+    except MessageFormatError as exc:
+        return ("refused", exc.field, str(exc))
+
+
+@given(REPLIES, st.booleans())
+def test_interpret_reply_quick_look_agrees_with_the_field_by_field_check(
+        message: object, handshaking: bool) -> None:
+    """The one-look path for a lone frame decides as the full check does, on any
+    reply: the same actions, or the same refusal naming the same field."""
+    assert outcome(interpret_reply, message, handshaking) == \
+        outcome(_interpret, message, handshaking)

@@ -164,7 +164,10 @@ async def _aread(conn: Any) -> Any:
     reader = parser._reader
     try:
         while (reply := _parsed(reader)) is _NOT_ENOUGH_DATA:
-            async with asyncio.timeout(conn.socket_timeout or None):
+            if conn.socket_timeout:
+                async with asyncio.timeout(conn.socket_timeout):
+                    data = await parser._stream.read(parser._read_size)
+            else:  # no deadline: no timeout context (five calls) around the read
                 data = await parser._stream.read(parser._read_size)
             if not data:
                 raise RedisConnectionError("Connection closed by server.")
@@ -176,6 +179,19 @@ async def _aread(conn: Any) -> Any:
             raise
         raise error from exc
     return _delivered(conn, reply, asyncio.get_running_loop().time())
+
+
+def _astale(conn: Any) -> bool | None:
+    """What ``await conn.can_read()`` tells of a connected asyncio connection -- unread
+    bytes, or closed by the server: not fit to reuse -- read off hiredis's reader and
+    the stream directly (redis-py takes two coroutines for it); ``None`` for a
+    connection without hiredis's parser (ask ``can_read``)."""
+    parser = getattr(conn, "_parser", None)
+    if type(parser) is not _AsyncHiredisParser or not parser._connected:
+        return None
+    stream = parser._stream
+    return bool(parser._reader.has_data() or stream._buffer or stream.at_eof()
+                or stream.exception() is not None)
 
 
 def _read(conn: Any) -> Any:
@@ -333,10 +349,12 @@ class _AConns(_Conns):
         try:
             if not conn.is_connected:  # (connect() says so too, through five calls)
                 await conn.connect()
-            try:
-                stale = await conn.can_read()
-            except (*_NETWORK_ERRORS, OSError):
-                stale = True
+            stale = _astale(conn)
+            if stale is None:
+                try:
+                    stale = await conn.can_read()
+                except (*_NETWORK_ERRORS, OSError):
+                    stale = True
             if stale:
                 await conn.disconnect()
                 await conn.connect()
