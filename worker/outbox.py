@@ -70,7 +70,7 @@ def send_with_retry(layer: Any, channel: str, content: dict[str, Any], *,
     Returns ``True`` when sent; logs and returns ``False`` when it gave up or
     the message itself is bad. Never raises a layer error.
     """
-    delays = retry_delays(total=retry_total)
+    delays = None  # made at the first refusal: most sends go through at once
     # Also a bound in wall time: a try itself can take long (a layer that cannot
     # connect retries the connection inside ``send``), and every second spent here
     # holds a worker thread away from other messages.
@@ -82,6 +82,8 @@ def send_with_retry(layer: Any, channel: str, content: dict[str, Any], *,
             layer.send(channel, content)
             return True
         except RETRYABLE as exc:
+            if delays is None:
+                delays = retry_delays(total=retry_total)
             delay = next(delays, None)
             spent = time.monotonic() - began
             if delay is None or spent >= retry_total:

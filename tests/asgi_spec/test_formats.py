@@ -570,3 +570,31 @@ def test_the_fast_response_check_and_the_naming_check_agree(message: Any) -> Non
     else:
         with pytest.raises(MessageFormatError):
             validate_http_response(message)
+
+
+_REPLY_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2, max_value=5000), st.text(max_size=8),
+    st.binary(max_size=8), st.lists(st.integers(), max_size=2),
+)
+
+
+def _verdict(check: Any, message: object) -> object:
+    try:
+        return check(message) is message
+    except MessageFormatError as exc:
+        return (exc.field, str(exc))
+
+
+@given(st.one_of(
+    st.dictionaries(st.sampled_from(["text", "bytes", "close", "accept", "subprotocol", 2]),
+                    _REPLY_VALUES, max_size=3),
+    st.builds(lambda text: {"text": text}, st.text(max_size=16)),
+    st.builds(lambda data: {"bytes": data}, st.binary(max_size=16)),
+    _REPLY_VALUES,
+))
+def test_websocket_reply_one_look_agrees_with_the_field_by_field_check(
+        message: object) -> None:
+    """A lone frame passes in one look; every message gets the verdict the field by
+    field check gives (passes, or fails naming the same field)."""
+    assert _verdict(validate_websocket_reply, message) == \
+        _verdict(formats._websocket_reply_fields, message)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from asgi_spec.layers.redis.connections import _aread, _asend, _astale, _pack
+from asgi_spec.layers.redis.connections import _aread, _asend, _astale, _pack, _read, _stale
 
 
 def run(url: str, scenario: Any, **kwargs: Any) -> Any:
@@ -220,3 +221,37 @@ def test_stale_check_agrees_with_can_read(redis_url: str) -> None:
 
     assert run(redis_url, scenario) == [(False, False), (True, True), (False, False),
                                         (True, True), (True, True)]
+
+
+def test_blocking_stale_check_agrees_with_can_read(redis_url: str) -> None:
+    """``_stale`` says what redis-py's ``can_read`` says of a pooled blocking
+    connection: clean when idle; not with a reply unread (on the socket, or in
+    hiredis's reader) or after the server closed it."""
+    pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=5)
+    conn = pool.make_connection()
+    conn.connect()
+
+    def redis_py() -> bool:
+        try:
+            return bool(conn.can_read())
+        except (RedisConnectionError, OSError):
+            return True
+
+    seen = [(_stale(conn), redis_py())]  # clean
+    conn.send_packed_command(_pack("PING"))
+    time.sleep(0.05)  # the reply waits on the socket, unread
+    seen.append((_stale(conn), redis_py()))
+    assert _read(conn) == b"PONG"
+    seen.append((_stale(conn), redis_py()))  # clean again
+    conn.send_packed_command([_pack("PING")[0] * 2])
+    time.sleep(0.05)
+    assert _read(conn) == b"PONG"  # the second PONG now sits in hiredis's reader
+    seen.append((_stale(conn), redis_py()))
+    assert _read(conn) == b"PONG"
+    conn.send_packed_command(_pack("CLIENT", "ID"))
+    own_id = _read(conn)
+    redis.Redis.from_url(redis_url).client_kill_filter(_id=own_id)
+    time.sleep(0.05)
+    seen.append((_stale(conn), redis_py()))  # closed by the server
+    conn.disconnect()
+    assert seen == [(False, False), (True, True), (False, False), (True, True), (True, True)]

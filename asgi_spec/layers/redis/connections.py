@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import os
+import select
 import threading
 import time
 import weakref
@@ -194,6 +195,29 @@ def _astale(conn: Any) -> bool | None:
                 or stream.exception() is not None)
 
 
+_HAS_POLL = hasattr(select, "poll")
+
+
+def _stale(conn: Any) -> bool | None:
+    """What ``conn.can_read()`` tells of a connected blocking connection -- unread
+    bytes, or closed by the server (or reset): not fit to reuse -- from hiredis's
+    reader and one ``poll`` of the socket, as redis-py does but without its five
+    calls around it; ``None`` for a connection without hiredis's parser (ask
+    ``can_read``)."""
+    parser = getattr(conn, "_parser", None)
+    if (type(parser) is not _HiredisParser or parser._reader is None or parser._sock is None
+            or not _HAS_POLL):
+        return None
+    if parser._reader.has_data():
+        return True
+    try:
+        poller = select.poll()
+        poller.register(parser._sock, select.POLLIN)
+        return bool(poller.poll(0))  # readable: bytes, or the end of a closed socket
+    except (OSError, ValueError):  # (ValueError: closed meanwhile, no descriptor)
+        return True
+
+
 def _read(conn: Any) -> Any:
     """``_aread`` for blocking connections: one reply read from hiredis's reader and
     the socket directly (redis-py formats an error text for the host and walks two
@@ -311,10 +335,12 @@ class _Conns:
         try:
             if getattr(conn, "_sock", None) is None:  # (connect() says so too, in 5 calls)
                 conn.connect()
-            try:
-                stale = conn.can_read()  # unread data, or closed by the server (raises)
-            except (*_NETWORK_ERRORS, OSError):
-                stale = True
+            stale = _stale(conn)
+            if stale is None:
+                try:
+                    stale = conn.can_read()  # unread data, or closed by the server (raises)
+                except (*_NETWORK_ERRORS, OSError):
+                    stale = True
             if stale:
                 conn.disconnect()
                 conn.connect()
