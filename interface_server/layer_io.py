@@ -76,6 +76,7 @@ class AsyncioLayerIO:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-sync")
         self._queued: list[tuple[str, dict[str, Any], Deferred[None]]] = []
         self._sender: asyncio.Task[None] | None = None  # while sends are queued or in flight
+        self._writing = False  # a batch is in flight (written, or being written)
         self._receiver: asyncio.Task[None] | None = None  # while a receive is asked or waits
         self._next_receive: tuple[list[str], float | None, Deferred[Any]] | None = None
 
@@ -99,6 +100,7 @@ class AsyncioLayerIO:
                 if self._rearm is not None and not self._rearm.done():
                     # the receive's turn comes after this task's write below
                     self._rearm.set_result(None)
+                self._writing = True
                 try:
                     outcomes: list[Any] = await self.layer.send_many_async(items)
                 except asyncio.CancelledError as exc:  # shutting down: nothing more goes out
@@ -108,6 +110,8 @@ class AsyncioLayerIO:
                     raise
                 except Exception as exc:  # every sender of the batch hears of it
                     outcomes = [exc] * len(batch)
+                finally:
+                    self._writing = False
                 for (_, _, done), outcome in zip(batch, outcomes, strict=True):
                     if outcome is None:
                         done.callback(None)
@@ -129,9 +133,9 @@ class AsyncioLayerIO:
         return received
 
     async def _send_or_delay(self) -> None:
-        """Return once the next send batch is written (at once if one is in flight,
-        written already), or after ``rearm_delay``."""
-        if self._sender is not None and not self._queued:
+        """Return once the next send batch is written (at once if one is in flight:
+        its write went out already), or after ``rearm_delay``."""
+        if self._writing:
             return
         loop = asyncio.get_running_loop()
         self._rearm = rearm = loop.create_future()

@@ -169,10 +169,12 @@ class SwitchboardWebSocketProtocol(WebSocketServerProtocol):
         """Deliver ``data`` if it is one whole small message in one frame and Autobahn
         would do nothing else with it: open, nothing buffered or half-read, no limit
         it breaks, valid UTF-8 for a text, no per-frame logging, timing or
-        ping-timeout duty. ``False``: nothing was done, Autobahn parses it."""
+        ping-timeout duty, masks applied. ``False``: nothing was done, Autobahn
+        parses it."""
         if (self.state != OPEN or self.data or self.current_frame is not None
                 or self.inside_message or self.failedByMe or self.logOctets
-                or self.logFrames or self.trackedTimings or self.autoPingTimeoutCall):
+                or self.logFrames or self.trackedTimings or self.autoPingTimeoutCall
+                or not self.applyMask):
             return False
         frame = _frame_mask.lone_frame(data)
         if frame is None:

@@ -4,6 +4,7 @@ redis-py's outcomes (each checked against a real ``redis-server``)."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import threading
 import time
@@ -187,6 +188,33 @@ def test_sync_closed_and_silent_connections(redis_url: str) -> None:
     assert conn._sock is None
 
 
+#: A ``PING``'s reply on the wire.
+PONG = len(b"+PONG\r\n")
+
+
+async def stream_holds(conn: Any, size: int) -> None:
+    """Wait (5 s at most) until ``size`` bytes wait unread in the connection's stream,
+    or it reached its end (``size`` 0: only the end)."""
+    stream = conn._parser._stream
+    for _ in range(500):
+        if (size and len(stream._buffer) >= size) or stream.at_eof():
+            return
+        await asyncio.sleep(0.01)
+
+
+def socket_holds(conn: Any, size: int) -> None:
+    """Wait (5 s at most) until ``size`` bytes wait unread on the socket (peeked), or it
+    reached its end (``size`` 0: only the end)."""
+    sock = conn._sock
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if select.select([sock], [], [], 0.1)[0]:
+            waiting = sock.recv(max(size, 1), socket.MSG_PEEK)
+            if not waiting or (size and len(waiting) >= size):
+                return
+            time.sleep(0.01)
+
+
 async def redis_py_says_stale(conn: Any) -> bool:
     """``can_read`` as the pool's staleness check reads it (an error means stale)."""
     try:
@@ -202,12 +230,13 @@ def test_stale_check_agrees_with_can_read(redis_url: str) -> None:
     async def scenario(conn: Any) -> list[tuple[bool | None, bool]]:
         seen = [(_astale(conn), await redis_py_says_stale(conn))]  # clean
         await _asend(conn, _pack("PING"))
-        await asyncio.sleep(0.05)  # the reply waits in the stream, unread
+        await stream_holds(conn, PONG)  # the reply waits in the stream, unread
         seen.append((_astale(conn), await redis_py_says_stale(conn)))
         assert await _aread(conn) == b"PONG"
         seen.append((_astale(conn), await redis_py_says_stale(conn)))  # clean again
         await _asend(conn, [_pack("PING")[0] * 2])
-        assert await _aread(conn) == b"PONG"  # the second PONG may sit in the reader
+        await stream_holds(conn, 2 * PONG)
+        assert await _aread(conn) == b"PONG"  # the second PONG now sits in the reader
         seen.append((_astale(conn), await redis_py_says_stale(conn)))
         assert await _aread(conn) == b"PONG"
         await _asend(conn, _pack("CLIENT", "ID"))
@@ -215,7 +244,7 @@ def test_stale_check_agrees_with_can_read(redis_url: str) -> None:
         killer = redis.asyncio.Redis.from_url(redis_url)
         await killer.client_kill_filter(_id=own_id)
         await killer.aclose()
-        await asyncio.sleep(0.05)
+        await stream_holds(conn, 0)
         seen.append((_astale(conn), await redis_py_says_stale(conn)))  # closed
         return seen
 
@@ -239,19 +268,19 @@ def test_blocking_stale_check_agrees_with_can_read(redis_url: str) -> None:
 
     seen = [(_stale(conn), redis_py())]  # clean
     conn.send_packed_command(_pack("PING"))
-    time.sleep(0.05)  # the reply waits on the socket, unread
+    socket_holds(conn, PONG)  # the reply waits on the socket, unread
     seen.append((_stale(conn), redis_py()))
     assert _read(conn) == b"PONG"
     seen.append((_stale(conn), redis_py()))  # clean again
     conn.send_packed_command([_pack("PING")[0] * 2])
-    time.sleep(0.05)
+    socket_holds(conn, 2 * PONG)
     assert _read(conn) == b"PONG"  # the second PONG now sits in hiredis's reader
     seen.append((_stale(conn), redis_py()))
     assert _read(conn) == b"PONG"
     conn.send_packed_command(_pack("CLIENT", "ID"))
     own_id = _read(conn)
     redis.Redis.from_url(redis_url).client_kill_filter(_id=own_id)
-    time.sleep(0.05)
+    socket_holds(conn, 0)
     seen.append((_stale(conn), redis_py()))  # closed by the server
     conn.disconnect()
     assert seen == [(False, False), (True, True), (False, False), (True, True), (True, True)]

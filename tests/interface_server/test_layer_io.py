@@ -342,7 +342,9 @@ def test_asyncio_full_or_empty_bursts_rearm_at_once() -> None:
             await layer.send_async("srv!a", {"n": n})
         started = loop.time()
         io.receive_batch(["srv!"], 0.05).addCallback(on_burst)
-        while len(sizes) < 2:
+        for _ in range(500):  # the full burst, then the empty one: at once, not in 30 s
+            if len(sizes) >= 2:
+                break
             await asyncio.sleep(0.01)
         await layer.send_async("srv!a", {"n": "last"})
         await asyncio.wait_for(done, 10)
@@ -352,6 +354,53 @@ def test_asyncio_full_or_empty_bursts_rearm_at_once() -> None:
     sizes, took = asyncio.run(scenario())
     assert sizes == [REPLY_BATCH, 0, 1]
     assert took < 5
+
+
+def test_asyncio_receive_rearms_at_once_while_a_send_is_in_flight() -> None:
+    """With a send batch in flight (written) and more queued behind it, the next
+    receive does not wait for the queued batch: the write it waits for went out."""
+
+    class GatedLayer(RecordingLayer):
+        async def send_many_async(self, items: Any) -> list[Any]:
+            self.log.append(("send", asyncio.get_running_loop().time()))
+            await gate.wait()  # the batch stays in flight until the gate opens
+            return await MemoryChannelLayer.send_many_async(self, list(items))
+
+    gate: asyncio.Event
+
+    async def scenario() -> list[str]:
+        nonlocal gate
+        gate = asyncio.Event()
+        layer = GatedLayer()
+        io = AsyncioLayerIO(layer, rearm_delay=30.0)
+        bursts: list[Any] = []
+
+        def on_burst(burst: Any) -> None:
+            bursts.append(burst)
+            if len(bursts) == 1:
+                io.receive_batch(["srv!"], 5.0).addCallback(on_burst)
+
+        io.send("worker", {"n": 1}).addErrback(lambda f: None)  # batch in flight
+        for _ in range(3):
+            await asyncio.sleep(0)
+        io.send("worker", {"n": 2}).addErrback(lambda f: None)  # queued behind it
+        io.receive_batch(["srv!"], 5.0).addCallback(on_burst)
+        await layer.send_async("srv!a", {"n": 0})
+        for _ in range(200):  # the second receive is asked at once (not in 30 s)
+            if [kind for kind, _ in layer.log].count("receive") == 2:
+                break
+            await asyncio.sleep(0.01)
+        kinds = [kind for kind, _ in layer.log]
+        gate.set()
+        await layer.send_async("srv!a", {"n": 1})
+        for _ in range(200):
+            if len(bursts) == 2:
+                break
+            await asyncio.sleep(0.01)
+        io.close()
+        return kinds
+
+    assert asyncio.run(scenario()) == ["send", "receive", "receive"]
 
 
 def test_asyncio_receive_waiting_to_rearm_can_be_cancelled() -> None:

@@ -74,7 +74,7 @@ def serve(chunks: list[bytes], *, fast: bool, max_message: int) -> Any:
     sends to the layer (reply channel left out), the bytes it writes, whether it
     closed, and Autobahn's traffic counters."""
     h = Harness(config=ServerConfig(max_ws_message_size=max_message))
-    txaio.config.loop = h.reactor
+    loop, txaio.config.loop = txaio.config.loop, h.reactor
     real = _frame_mask.lone_frame
     _frame_mask.lone_frame = real if fast else (lambda data: None)  # type: ignore[assignment]
     try:
@@ -92,6 +92,7 @@ def serve(chunks: list[bytes], *, fast: bool, max_message: int) -> Any:
         conn.lose()
     finally:
         _frame_mask.lone_frame = real  # type: ignore[assignment]
+        txaio.config.loop = loop
     messages = []
     for channel in ("websocket.receive", "websocket.disconnect"):
         while (got := h.layer.receive([channel]))[0] is not None:

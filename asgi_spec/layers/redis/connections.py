@@ -208,11 +208,12 @@ def _stale(conn: Any) -> bool | None:
     if (type(parser) is not _HiredisParser or parser._reader is None or parser._sock is None
             or not _HAS_POLL):
         return None
-    if parser._reader.has_data():
-        return True
+    sock = parser._sock
+    if parser._reader.has_data() or (hasattr(sock, "pending") and sock.pending()):
+        return True  # (TLS: decrypted bytes held above the socket)
     try:
         poller = select.poll()
-        poller.register(parser._sock, select.POLLIN)
+        poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))  # readable: bytes, or the end of a closed socket
     except (OSError, ValueError):  # (ValueError: closed meanwhile, no descriptor)
         return True
