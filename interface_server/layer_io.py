@@ -13,15 +13,15 @@ calls a ``LayerIO``:
   at a time and in order, so messages reach the layer in the order they were
   given -- two ``websocket.receive`` of one socket never overtake each other.
   Receives are re-armed late: after a receive that emptied the reply queue
-  (fewer than ``REPLY_BATCH`` replies), the next one waits until the next send
-  batch has been written, or ``REARM_DELAY`` at most. On a request/reply the
-  next send comes soon, so the receive's own write to the layer happens while
-  the server waits for the worker, not while the client's next message waits
-  for the server (on Redis, one write and its Python off each unloaded round
-  trip's critical path).
-  A reply that arrives in that window waits for the re-arm: ``REARM_DELAY``
-  bounds the extra latency of replies nobody asked for lately (pushes); a
-  full batch, an empty one (timed out) or a failed one re-arms at once.
+  (fewer than ``REPLY_BATCH`` replies), the next one waits until a send batch
+  has been written (at once if one is in flight), or ``REARM_DELAY`` at most.
+  On a request/reply the next send comes soon, so the receive's own write to
+  the layer happens while the server waits for the worker, not while the
+  client's next message waits for the server (on Redis, one write and its
+  Python off each unloaded round trip's critical path). A reply that arrives
+  in that window waits for the re-arm: ``REARM_DELAY`` bounds the extra
+  latency of replies nobody asked for lately (pushes); a full batch, an empty
+  one (timed out) or a failed one re-arms at once.
 * ``ImmediateLayerIO`` (tests) calls the synchronous API at once and returns
   already-fired Deferreds, so a protocol test runs start to finish inside
   ``dataReceived`` with no event loop and no threads. Its sends, being
