@@ -88,6 +88,7 @@ def _checked_queues(channels: tuple[str, ...]) -> tuple[str, ...]:
         raise InvalidChannelName("receive needs at least one channel name")
     return queues
 
+
 class BaseChannelLayer:
     """The synchronous ASGI 1.0 channel-layer API plus its extensions.
 

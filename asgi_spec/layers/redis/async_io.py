@@ -77,7 +77,7 @@ class _AsyncIO:
         """``_script_reply`` for asyncio callers."""
         for attempt in range(1, SCRIPT_ATTEMPTS + 1):
             try:
-                return await conn.read_response()
+                return await _aread(conn)
             except ResponseError as exc:
                 missing = _missing_script(shard, exc)
                 if missing is None or attempt == SCRIPT_ATTEMPTS:
@@ -92,7 +92,7 @@ class _AsyncIO:
         """``_load_library`` for asyncio callers."""
         await _asend(conn, LOAD_LIBRARY)
         try:
-            await conn.read_response()
+            await _aread(conn)
         except ResponseError:
             shard.functions = False
 
@@ -205,10 +205,10 @@ class _AsyncIO:
             try:
                 await _asend(conn, conn.pack_commands(
                     [("CLIENT", "ID"), ("BLPOP", *self._blpop_keys(queues), _seconds(wait))]))
-                client_ids[shard.index] = await conn.read_response()
+                client_ids[shard.index] = await _aread(conn)
                 if cancelled[0]:
                     await clients.client.client_unblock(client_ids[shard.index])
-                return await conn.read_response()
+                return await _aread(conn)
             except _NETWORK_ERRORS as exc:
                 await conn.disconnect()
                 return self._unavailable(shard, exc)

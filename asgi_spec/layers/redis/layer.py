@@ -148,9 +148,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-
 def _full(channel: str, capacity: int) -> ChannelFull:
     return ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
+
 
 class RedisChannelLayer(_Receiving, _SyncIO, _AsyncIO, BaseChannelLayer):
     """A channel layer on one or more Redis servers (or Sentinel services).
