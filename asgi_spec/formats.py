@@ -64,6 +64,7 @@ __all__ = [
     "HTTP_REQUEST_BODY",
     "HTTP_RESPONSE",
     "HTTP_RESPONSE_CHUNK",
+    "HTTP_TOKEN",
     "HTTP_VERSIONS",
     "WEBSOCKET_CLOSE_CODES",
     "WEBSOCKET_CONNECT",
@@ -73,6 +74,7 @@ __all__ = [
     "close_code",
     "is_http_response_start",
     "is_valid_close_code",
+    "single_frame",
     "validate_asgi_delay",
     "validate_http_disconnect",
     "validate_http_reply",
@@ -473,15 +475,27 @@ def is_valid_close_code(code: object) -> bool:
             and any(code in codes for codes in WEBSOCKET_CLOSE_CODES))
 
 
+def single_frame(message: object) -> str | bytes | None:
+    """The frame of a WebSocket reply that is one frame and nothing else --
+    ``{"text": str}`` or ``{"bytes": bytes}``, the common reply -- found in one
+    look; ``None`` for any other message (which may still be valid)."""
+    if type(message) is not dict or len(message) != 1:
+        return None
+    frame = message.get("text")
+    if type(frame) is str:
+        return frame
+    frame = message.get("bytes")
+    return frame if type(frame) is bytes else None
+
+
 def validate_websocket_reply(message: object) -> dict[str, Any]:
     """Validate a WebSocket send/accept/close reply (strict: unknown keys fail).
 
-    The common reply, one frame and nothing else, passes in one look; anything
-    else is checked field by field (the same verdict, property-tested).
+    A ``single_frame`` reply passes in one look; anything else is checked field
+    by field (the same verdict, property-tested).
     """
-    if type(message) is dict and len(message) == 1 and (
-            type(message.get("text")) is str or type(message.get("bytes")) is bytes):
-        return message
+    if single_frame(message) is not None:
+        return message  # type: ignore[return-value]
     return _websocket_reply_fields(message)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asgi_spec.formats import close_code, validate_websocket_reply
+from asgi_spec.formats import close_code, single_frame, validate_websocket_reply
 
 #: Close codes the server uses itself.
 CLOSE_NORMAL = 1000
@@ -154,13 +154,10 @@ def interpret_reply(message: object, *, handshaking: bool) -> list[Action]:
     common reply on an open socket, one frame and nothing else, is decided in one
     look; everything else by ``_interpret`` (the same outcome, property-tested).
     """
-    if not handshaking and type(message) is dict and len(message) == 1:
-        text = message.get("text")
-        if type(text) is str:
-            return [Send(text.encode("utf-8"), False)]
-        data = message.get("bytes")
-        if type(data) is bytes:
-            return [Send(data, True)]
+    if not handshaking and (frame := single_frame(message)) is not None:
+        if type(frame) is str:
+            return [Send(frame.encode("utf-8"), False)]
+        return [Send(frame, True)]
     return _interpret(message, handshaking=handshaking)
 
 

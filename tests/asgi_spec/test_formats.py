@@ -598,3 +598,19 @@ def test_websocket_reply_one_look_agrees_with_the_field_by_field_check(
     field check gives (passes, or fails naming the same field)."""
     assert _verdict(validate_websocket_reply, message) == \
         _verdict(formats._websocket_reply_fields, message)
+
+
+@pytest.mark.parametrize(("message", "frame"), [
+    ({"text": "hi"}, "hi"),
+    ({"text": ""}, ""),
+    ({"bytes": b"\x00"}, b"\x00"),
+    ({"text": "hi", "close": True}, None),
+    ({"text": None}, None),
+    ({"bytes": "not bytes"}, None),
+    ({"close": True}, None),
+    ({}, None),
+    ([("text", "hi")], None),
+])
+def test_single_frame(message: object, frame: object) -> None:
+    """Only a reply that is one frame and nothing else is a single frame."""
+    assert formats.single_frame(message) == frame
